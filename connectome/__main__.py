@@ -1,0 +1,3 @@
+from connectome.cli import main
+
+main()

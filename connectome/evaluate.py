@@ -1,0 +1,56 @@
+"""Top-1, top-5 and mean cross-entropy of a model on a dataset."""
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from connectome.data import batches
+
+
+@dataclass(frozen=True)
+class Metrics:
+    top1: float  # percent
+    top5: float  # percent
+    loss: float  # mean plain cross-entropy (no label smoothing)
+    samples: int
+    objective: float | None = None  # the label-smoothed loss, when one was asked for
+
+    def as_dict(self, prefix: str = "") -> dict:
+        return {prefix + k: v for k, v in asdict(self).items()}
+
+    def __str__(self):
+        return f"top-1 {self.top1:.2f}%  top-5 {self.top5:.2f}%  loss {self.loss:.4f}  ({self.samples:,} images)"
+
+
+@torch.no_grad()
+def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool = False,
+             desc: str = "eval", autocast_dtype=None, label_smoothing: float = 0.0) -> Metrics:
+    """Sums are kept in float64 so that the loss does not depend on batch size beyond rounding."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    objective_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n = 0
+    bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
+    for x, y in batches(dataset, batch_size):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        if label_smoothing:
+            objective_sum += F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing).double()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top[:, 0] == y).sum().item()
+        correct5 += (top == y[:, None]).any(dim=1).sum().item()
+        n += len(y)
+        bar.update(len(y))
+    bar.close()
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate() got an empty dataset")
+    return Metrics(100.0 * correct1 / n, 100.0 * correct5 / n, loss_sum.item() / n, n,
+                   objective_sum.item() / n if label_smoothing else None)
