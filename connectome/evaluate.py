@@ -1,6 +1,6 @@
 """Top-1, top-5 and mean cross-entropy of a model on a dataset."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +16,14 @@ class Metrics:
     loss: float  # mean plain cross-entropy (no label smoothing)
     samples: int
     objective: float | None = None  # the label-smoothed loss, when one was asked for
+    # Per-sample values of the objective, when asked for: paired differences give a step's standard error.
+    per_sample: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self, prefix: str = "") -> dict:
-        return {prefix + k: v for k, v in asdict(self).items()}
+        d = {"top1": self.top1, "top5": self.top5, "loss": self.loss, "samples": self.samples}
+        if self.objective is not None:
+            d["objective"] = self.objective
+        return {prefix + k: v for k, v in d.items()}
 
     def __str__(self):
         return f"top-1 {self.top1:.2f}%  top-5 {self.top5:.2f}%  loss {self.loss:.4f}  ({self.samples:,} images)"
@@ -26,13 +31,14 @@ class Metrics:
 
 @torch.no_grad()
 def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool = False,
-             desc: str = "eval", autocast_dtype=None, label_smoothing: float = 0.0) -> Metrics:
+             desc: str = "eval", autocast_dtype=None, label_smoothing: float = 0.0, keep_per_sample: bool = False) -> Metrics:
     """Sums are kept in float64 so that the loss does not depend on batch size beyond rounding."""
     was_training = model.training
     model.eval()
     correct1 = correct5 = 0
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     objective_sum = torch.zeros((), dtype=torch.float64, device=device)
+    kept = []
     n = 0
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
     for x, y in batches(dataset, batch_size):
@@ -40,9 +46,13 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(x)
         logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        losses = F.cross_entropy(logits, y, reduction="none")
+        loss_sum += losses.double().sum()
         if label_smoothing:
-            objective_sum += F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing).double()
+            losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
+            objective_sum += losses.double().sum()
+        if keep_per_sample:
+            kept.append(losses.double().cpu())
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += (top[:, 0] == y).sum().item()
         correct5 += (top == y[:, None]).any(dim=1).sum().item()
@@ -53,4 +63,5 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
     if n == 0:
         raise ValueError("evaluate() got an empty dataset")
     return Metrics(100.0 * correct1 / n, 100.0 * correct5 / n, loss_sum.item() / n, n,
-                   objective_sum.item() / n if label_smoothing else None)
+                   objective_sum.item() / n if label_smoothing else None,
+                   torch.cat(kept) if keep_per_sample else None)

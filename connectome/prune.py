@@ -57,7 +57,7 @@ class PruneSettings:
     min_step: float = 0.0005  # smallest step, same unit; a step this small is always taken
     grow: float = 1.5
     shrink: float = 0.5
-    tolerance: float = 4.0  # accept while actual <= predicted + tolerance*(sum 1/2*F*w^2 + 1e-4*loss)
+    tolerance: float = 4.0  # accept while actual <= predicted + tolerance*sum(1/2*F*w^2) + 2*stderr(actual)
     max_top1_drop: float | None = None  # also reject a step losing more acceptance top-1 (points) (no effect)
     label_smoothing: float = 0.0  # of the loss the statistics differentiate (the model's training loss)
     restore_cycles: int = 0  # swap steps after the target is reached (no effect)
@@ -207,8 +207,7 @@ class Run:
     def _save_state(self) -> None:
         meta = {"settings": json.dumps(asdict(self.s), sort_keys=True), "digest": self.s.digest(),
                 "loop": json.dumps({"size": self.size, "step_index": self.step_index, "cycles_done": self.cycles_done,
-                                    "accepted_since_eval": self.accepted_since_eval, "elapsed": self.elapsed,
-                                    "before": asdict(self.before) if self.before else None}),
+                                    "accepted_since_eval": self.accepted_since_eval, "elapsed": self.elapsed}),
                 "log": json.dumps(self.log)}
         self.flat.to_mask().save(self.out / "state.safetensors", meta)
 
@@ -225,15 +224,15 @@ class Run:
         loop = json.loads(meta["loop"])
         self.size, self.step_index, self.cycles_done = loop["size"], loop["step_index"], loop["cycles_done"]
         self.accepted_since_eval, self.elapsed = loop["accepted_since_eval"], loop["elapsed"]
-        self.before = Metrics(**loop["before"]) if loop["before"] else None
+        self.before = None  # measured again on resume: per-sample losses are not stored
         self.log = json.loads(meta["log"])
 
     # --- measurements ---------------------------------------------------------------------------
 
-    def _eval(self, dataset, desc) -> Metrics:
+    def _eval(self, dataset, desc, keep_per_sample=False) -> Metrics:
         return evaluate(self.setup.loaded.module, dataset, self.s.batch_size, self.setup.device,
                         progress=self.progress, desc=desc, autocast_dtype=self.autocast_dtype,
-                        label_smoothing=self.s.label_smoothing)
+                        label_smoothing=self.s.label_smoothing, keep_per_sample=keep_per_sample)
 
     def _objective(self, m: Metrics) -> float:
         """The loss the statistics differentiate: steps are predicted and accepted on it."""
@@ -248,8 +247,9 @@ class Run:
     def run(self) -> list[dict]:
         target = self.setup.target
         start = time.time() - self.elapsed
+        if self.before is None:  # a new run, or a resumed one: per-sample losses are not stored
+            self.before = self._eval(self.setup.accept, "acceptance", keep_per_sample=True)
         if not self.log:  # the dense model: first point of the curve
-            self.before = self._eval(self.setup.accept, "acceptance")
             ev = self._eval(self.setup.evaluation, "evaluation")
             self._record({"step": 0, "phase": "dense", "accepted": True, "removed": 0, "restored": 0, "size": 0,
                           **self.before.as_dict("accept_"), **ev.as_dict("eval_")}, start)
@@ -330,13 +330,16 @@ class Run:
         flat.mask[removed] = False
         flat.write()
         predicted, curvature = self._predicted(stats, removed, restored)
-        after = self._eval(self.setup.accept, "acceptance")
+        after = self._eval(self.setup.accept, "acceptance", keep_per_sample=True)
         actual = self._objective(after) - self._objective(self.before)
+        # Standard error of the measured change, from the paired per-sample differences.
+        diff = after.per_sample - self.before.per_sample
+        stderr = float(diff.std() / len(diff) ** 0.5)
         forced = self.size <= min_size
-        ok = predicted is None or actual <= predicted + s.tolerance * (curvature + 1e-4 * self._objective(self.before))
+        ok = predicted is None or actual <= predicted + s.tolerance * curvature + 2 * stderr
         if s.max_top1_drop is not None and self.before.top1 - after.top1 > s.max_top1_drop:
             ok = False
-        row = {"step": self.step_index + 1, "phase": "swap" if swapping else "remove", "accepted": ok or forced,
+        row = {"stderr": stderr, "step": self.step_index + 1, "phase": "swap" if swapping else "remove", "accepted": ok or forced,
                "forced": forced and not ok, "size": len(removed), "restored": len(restored),
                "predicted": predicted, "actual": actual,
                "calib_loss": stats.loss if stats else None, "calib_top1": stats.top1 if stats else None,
