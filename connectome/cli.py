@@ -122,7 +122,9 @@ def train(recipe, out, epochs, device):
     click.echo(f"test top-1 {t['top1']:.2f}%  loss {t['loss']:.4f}  ({report['seconds']:.0f} s) -> {out}")
 
 
-from connectome.cli_prune import prune, verify  # noqa: E402  (commands live beside their concern)
+# Commands live beside their concern.
+from connectome.cli_compare import compare  # noqa: E402
+from connectome.cli_prune import prune, verify  # noqa: E402
 
-main.add_command(prune)
-main.add_command(verify)
+for command in (prune, verify, compare):
+    main.add_command(command)

@@ -1,9 +1,10 @@
-"""`connectome lottery`: the lottery-ticket experiment from a recipe, with overrides."""
+"""`connectome lottery`: the lottery-ticket experiment from a recipe, with overrides; its CSV and figure."""
 
 from pathlib import Path
 
 import click
 
+from connectome.checkpoint import write_text
 from connectome.errors import ConnectomeError
 from connectome.lottery import SETTING_NAMES, LotterySettings
 
@@ -36,6 +37,66 @@ def settings_from(recipe: str, overrides: dict) -> LotterySettings:
         raise ConnectomeError(f"bad recipe values: {e}") from None
 
 
+# --- outputs -------------------------------------------------------------------------------------
+
+COLUMNS = ["level", "arm", "percent_remaining", "kept", "early_stop_iter", "early_stop_val_loss",
+           "early_stop_test_acc", "final_test_acc", "seconds"]
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    lines = [",".join(COLUMNS)]
+    for r in rows:
+        lines.append(",".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in COLUMNS))
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def plot(path: Path, rows: list[dict], title: str) -> None:
+    """The paper's Figure 4a/b: early-stop iteration, test accuracy there and at the end, against the
+    percent of weights remaining on a log axis that runs from dense to sparse."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from connectome.checkpoint import atomic_path
+
+    dense = next((r for r in rows if r["level"] == 0 and r["arm"] == "ticket"), None)
+    panels = (("early_stop_iter", "early-stop iteration"), ("early_stop_test_acc", "test accuracy at early stop (%)"),
+              ("final_test_acc", "test accuracy at the end (%)"))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    arms = ["ticket"] + sorted({r["arm"] for r in rows} - {"ticket"})
+    styles = {"ticket": ("C0", "o-", "winning ticket"), "random_reinit": ("C1", "s--", "random reinit"),
+              "random_prune": ("C2", "^--", "random pruning")}
+    for ax, (key, label) in zip(axes, panels):
+        for arm in arms:
+            pts = sorted((r for r in rows if r["arm"] == arm), key=lambda r: -r["percent_remaining"])
+            if arm != "ticket" and dense is not None:
+                pts = [dense] + pts  # every control starts from the same dense network
+            color, style, name = styles.get(arm, ("C3", "d--", arm))
+            ax.plot([r["percent_remaining"] for r in pts], [r[key] for r in pts], style, color=color, ms=4, label=name)
+        if dense is not None and key != "early_stop_iter":
+            ax.axhline(dense[key], color="grey", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("percent of weights remaining")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_outputs(run, rows: list[dict]) -> None:
+    s = run.s
+    write_csv(run.out / "lottery.csv", rows)
+    title = (f"{s.model} on {run.data_name}: {s.strategy} magnitude pruning, Adam {s.lr:g}, {s.iterations:,} iterations"
+             f"{f', rewind to {s.rewind_iter}' if s.rewind_iter else ''}")
+    plot(run.out / "lottery.png", rows, title)
+
+
 @click.command()
 @click.argument("recipe")
 @click.option("--data", default=None, help="Data spec, e.g. fashion-mnist or cifar10:/path (default: the recipe's).")
@@ -66,7 +127,7 @@ def lottery(recipe, global_, out, device, threads, quiet, **overrides):
     import torch
 
     from connectome.cli import _device
-    from connectome.lottery import Lottery, write_outputs
+    from connectome.lottery import Lottery
 
     if global_:
         overrides["strategy"] = "global"

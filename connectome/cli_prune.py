@@ -57,7 +57,9 @@ def default_out(s: PruneSettings) -> Path:
 @click.option("--grow", type=float, default=1.5, show_default=True)
 @click.option("--shrink", type=float, default=0.5, show_default=True)
 @click.option("--tolerance", type=float, default=4.0, show_default=True,
-              help="Accept while actual <= predicted + tolerance*sum(1/2*F*w^2) + 2*stderr(actual).")
+              help="Accept while actual <= predicted + tolerance*sum(1/2*F*w^2) + 2*stderr(actual) + budget share.")
+@click.option("--loss-budget", type=float, default=0.1, show_default=True,
+              help="Surprise the whole run may spend, as a fraction of the dense loss, shared out by step size.")
 @click.option("--max-top1-drop", type=float, default=None, help="Also reject steps losing more acceptance top-1 (points).")
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True, help="Of the loss the statistics use.")
 @click.option("--restore-cycles", type=int, default=0, show_default=True, help="Delete-and-restore steps after the target.")

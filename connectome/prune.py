@@ -57,7 +57,8 @@ class PruneSettings:
     min_step: float = 0.0005  # smallest step, same unit; a step this small is always taken
     grow: float = 1.5
     shrink: float = 0.5
-    tolerance: float = 4.0  # accept while actual <= predicted + tolerance*sum(1/2*F*w^2) + 2*stderr(actual)
+    tolerance: float = 4.0  # accept while actual <= predicted + tolerance*sum(1/2*F*w^2) + 2*stderr(actual) + share of budget
+    loss_budget: float = 0.1  # surprise the whole run may spend, as a fraction of the dense loss
     max_top1_drop: float | None = None  # also reject a step losing more acceptance top-1 (points) (no effect)
     label_smoothing: float = 0.0  # of the loss the statistics differentiate (the model's training loss)
     restore_cycles: int = 0  # swap steps after the target is reached (no effect)
@@ -182,6 +183,7 @@ class Run:
         self.setup, self.s, self.out = setup, setup.settings, Path(out)
         self.progress, self.autocast_dtype, self.on_step = progress, autocast_dtype, on_step
         self.criterion = criteria.get(self.s.criterion, z=self.s.confidence)
+        self.budget_target = setup.target  # the count the loss budget is shared over (compare stops earlier)
         self.flat = setup.flat
         self.prunable = int(self.flat.eligible.sum())
         self.log: list[dict] = []
@@ -249,6 +251,8 @@ class Run:
         start = time.time() - self.elapsed
         if self.before is None:  # a new run, or a resumed one: per-sample losses are not stored
             self.before = self._eval(self.setup.accept, "acceptance", keep_per_sample=True)
+        self.dense = Metrics(**{k[len("accept_"):]: v for k, v in self.log[0].items() if k.startswith("accept_")}) \
+            if self.log else self.before
         if not self.log:  # the dense model: first point of the curve
             ev = self._eval(self.setup.evaluation, "evaluation")
             self._record({"step": 0, "phase": "dense", "accepted": True, "removed": 0, "restored": 0, "size": 0,
@@ -336,7 +340,10 @@ class Run:
         diff = after.per_sample - self.before.per_sample
         stderr = float(diff.std() / len(diff) ** 0.5)
         forced = self.size <= min_size
-        ok = predicted is None or actual <= predicted + s.tolerance * curvature + 2 * stderr
+        # Each step may also spend its share of the run's budget: without it, steps of weights whose
+        # predicted change is ~0 are rejected by noise alone and the run crawls at the minimum size.
+        budget = s.loss_budget * self._objective(self.dense) * len(removed) / self.budget_target
+        ok = predicted is None or actual <= predicted + s.tolerance * curvature + 2 * stderr + budget
         if s.max_top1_drop is not None and self.before.top1 - after.top1 > s.max_top1_drop:
             ok = False
         row = {"stderr": stderr, "step": self.step_index + 1, "phase": "swap" if swapping else "remove", "accepted": ok or forced,

