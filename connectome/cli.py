@@ -125,6 +125,7 @@ def train(recipe, out, epochs, device):
 # Commands live beside their concern.
 from connectome.cli_compare import compare  # noqa: E402
 from connectome.cli_prune import prune, verify  # noqa: E402
+from connectome.cli_weights import weights  # noqa: E402
 
-for command in (prune, verify, compare):
+for command in (prune, verify, compare, weights):
     main.add_command(command)

@@ -44,7 +44,7 @@ def default_out(s: PruneSettings) -> Path:
 @click.option("--weights-file", type=click.Path(), default=None, help="Local base weights instead of a download.")
 @click.option("--criterion", default="connectome", show_default=True,
               help="connectome, dloss, fisher, taylor, magnitude or random.")
-@click.option("--confidence", type=float, default=2.0, show_default=True, help="z of the connectome criterion.")
+@click.option("--confidence", type=float, default=8.0, show_default=True, help="z of the connectome criterion.")
 @click.option("--include", multiple=True, help="Glob on parameter names to prune (repeatable).")
 @click.option("--exclude", multiple=True, help="Glob on parameter names to keep (repeatable).")
 @click.option("--calib-samples", type=int, default=10000, show_default=True, help="Training samples used (decision + acceptance).")
@@ -77,16 +77,20 @@ def prune(ctx, **params):
     import torch
 
     from connectome.cli import _device
+    from connectome.distributed import init_from_env, is_main
     from connectome.prune import Run, prepare, write_results
 
     s = settings_from(params, ctx)
     out = Path(params["out"]) if params["out"] else default_out(s)
     if (out / "state.safetensors").exists() and not params["resume"]:
         raise ConnectomeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    device = _device(params["device"])
+    device = init_from_env(_device(params["device"]))  # under torchrun: join the group, one device per rank
     setup = prepare(s, device)
     run = Run(setup, out, resume=params["resume"], progress=not params["quiet"],
               autocast_dtype=torch.bfloat16 if params["amp"] and device.startswith("cuda") else None)
+    if not is_main():
+        run.run()
+        return
     click.echo(f"{s.model}: removing {setup.target:,} of {run.prunable:,} prunable weights "
                f"({100 * setup.target / run.prunable:.1f}%) with {s.criterion}; run folder {out}", err=True)
     run.run()

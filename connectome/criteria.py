@@ -104,11 +104,14 @@ class Connectome(Criterion):
     Ranking by -g*w alone picks the weights whose measured gradient is luckiest: with N samples a
     gradient of pure noise still gives |g*w| about |w|*se, and the greedy choice keeps exactly those.
     The z*|w|*se term charges every weight for that noise, so the signed term only counts where the
-    data support it (z = 2: about 98% one-sided confidence); as N grows it tends to dloss."""
+    data support it; as N grows it tends to dloss. z = 8 by measurement: on LeNet-300-100 at 50%
+    removed, z = 2 fell to 60.8% top-1 (dloss, z = 0: 76.2%), z = 8 kept 88.55% (dense 88.76%,
+    one-shot Fisher 88.20%) with the loss down from 0.403 to 0.330. The charge is larger than sampling
+    noise alone would ask: it also covers the error of the quadratic model, largest where |g*w| is."""
 
     name = "connectome"
     about = "-g*w + z*|w|*stderr(g) + 1/2*F*w^2 (a confidence bound on the loss change)"
 
     def scores(self, name, w, stats, generator):
-        z = float(self.options.get("z", 2.0))
+        z = float(self.options.get("z", 8.0))
         return predicted_removal(w, stats, name) + z * w.abs() * stats.stderr(name)

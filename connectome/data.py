@@ -51,17 +51,21 @@ class Splits:
     name: str
 
 
-def batches(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, workers: int = 0):
-    """Yield (images, labels) batches; in-memory datasets are sliced without a per-sample loop."""
+def batches(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, workers: int = 0,
+            shard: tuple[int, int] = (0, 1)):
+    """Yield (images, labels) batches; in-memory datasets are sliced without a per-sample loop.
+    `shard=(rank, world)` yields only batches rank, rank+world, ...: the same batches as one process
+    would make, dealt round-robin."""
+    rank, world = shard
+    n = len(dataset)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+    mine = [order[s:s + batch_size] for s in range(rank * batch_size, n, world * batch_size)]
     if isinstance(dataset, ImageTensors):
-        n = len(dataset)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else None
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        for idx in mine:
             yield dataset.images[idx].float().div_(255), dataset.labels[idx]
         return
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    yield from DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+    # One loader over this rank's batches, in order, so workers can prefetch across batch boundaries.
+    yield from DataLoader(Subset(dataset, torch.cat(mine).tolist() if mine else []), batch_size=batch_size,
                           num_workers=workers, pin_memory=torch.cuda.is_available())
 
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from connectome.data import batches
+from connectome.distributed import all_reduce_, rank_and_size
 
 
 @dataclass(frozen=True)
@@ -32,36 +33,34 @@ class Metrics:
 @torch.no_grad()
 def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool = False,
              desc: str = "eval", autocast_dtype=None, label_smoothing: float = 0.0, keep_per_sample: bool = False) -> Metrics:
-    """Sums are kept in float64 so that the loss does not depend on batch size beyond rounding."""
+    """Sums are kept in float64 so that the loss does not depend on batch size beyond rounding.
+    Under torch.distributed each rank evaluates its share of the batches and the sums are all-reduced;
+    `per_sample` then holds this rank's samples only."""
     was_training = model.training
     model.eval()
-    correct1 = correct5 = 0
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    objective_sum = torch.zeros((), dtype=torch.float64, device=device)
+    sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, objective, top-1, top-5, samples
     kept = []
-    n = 0
-    bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
-    for x, y in batches(dataset, batch_size):
+    rank, world = rank_and_size()
+    bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress or rank, leave=False)
+    for x, y in batches(dataset, batch_size, shard=(rank, world)):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(x)
         logits = logits.float()
-        losses = F.cross_entropy(logits, y, reduction="none")
-        loss_sum += losses.double().sum()
-        if label_smoothing:
-            losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
-            objective_sum += losses.double().sum()
+        plain = F.cross_entropy(logits, y, reduction="none")
+        objective = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing) \
+            if label_smoothing else plain
         if keep_per_sample:
-            kept.append(losses.double().cpu())
+            kept.append(objective.double().cpu())
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == y).sum().item()
-        correct5 += (top == y[:, None]).any(dim=1).sum().item()
-        n += len(y)
-        bar.update(len(y))
+        sums += torch.stack([plain.double().sum(), objective.double().sum(), (top[:, 0] == y).sum().double(),
+                             (top == y[:, None]).any(dim=1).sum().double(), sums.new_tensor(len(y))])
+        bar.update(len(y) * world)
     bar.close()
     model.train(was_training)
+    all_reduce_(sums)
+    loss, objective, c1, c5, n = sums.tolist()
     if n == 0:
         raise ValueError("evaluate() got an empty dataset")
-    return Metrics(100.0 * correct1 / n, 100.0 * correct5 / n, loss_sum.item() / n, n,
-                   objective_sum.item() / n if label_smoothing else None,
+    return Metrics(100.0 * c1 / n, 100.0 * c5 / n, loss / n, int(n), objective / n if label_smoothing else None,
                    torch.cat(kept) if keep_per_sample else None)

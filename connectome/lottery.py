@@ -389,15 +389,14 @@ class Lottery:
                     break
         bar.close()
         final_test = evaluate(model, self.test_set, 1000, dev)
-        total = mask.total()
-        meta = {"level": level, "arm": arm, "iteration": s.iterations, "kept": mask.kept(), "total": total}
+        kept, total = mask.kept(), mask.total()
+        meta = {"level": level, "arm": arm, "iteration": s.iterations, "kept": kept, "total": total}
         save_state(folder / "model.safetensors", model.state_dict(), meta)
         model.load_state_dict(best_state)
         early_test = evaluate(model, self.test_set, 1000, dev)
         best_it, best_loss, best_top1 = run["best"]
         result = {
-            "level": level, "arm": arm, "percent_remaining": 100.0 * mask.kept() / total,
-            "kept": mask.kept(), "total": total,
+            "level": level, "arm": arm, "percent_remaining": 100.0 * kept / total, "kept": kept, "total": total,
             "layers": {n: {"kind": self.kinds[n], "kept": int(m.sum()), "total": m.numel()} for n, m in mask.items()},
             "early_stop_iter": best_it, "early_stop_val_loss": best_loss, "early_stop_val_acc": best_top1,
             "early_stop_test_acc": early_test.top1, "early_stop_test_loss": early_test.loss,

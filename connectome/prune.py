@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from connectome import criteria
 from connectome.checkpoint import read_metadata, save_state, write_text
 from connectome.data import Splits, load_dataset, subset
+from connectome.distributed import all_reduce_, is_main
 from connectome.errors import ConnectomeError
 from connectome.evaluate import Metrics, evaluate
 from connectome.mask import Mask
@@ -45,7 +46,7 @@ class PruneSettings:
     weights: str | None = None
     weights_file: str | None = None
     criterion: str = "connectome"
-    confidence: float = 2.0  # z of the connectome criterion's confidence bound
+    confidence: float = 8.0  # z of the connectome criterion's confidence bound (chosen by measurement)
     include: list[str] = field(default_factory=list)  # glob patterns on parameter names (no effect)
     exclude: list[str] = field(default_factory=list)  # (no effect)
     calib_samples: int = 10000  # from the training split; the decision and acceptance splits
@@ -257,7 +258,8 @@ class Run:
             ev = self._eval(self.setup.evaluation, "evaluation")
             self._record({"step": 0, "phase": "dense", "accepted": True, "removed": 0, "restored": 0, "size": 0,
                           **self.before.as_dict("accept_"), **ev.as_dict("eval_")}, start)
-        bar = tqdm(total=target, initial=self.flat.removed(), desc="removed", unit="w", disable=not self.progress)
+        bar = tqdm(total=target, initial=self.flat.removed(), desc="removed", unit="w",
+                   disable=not self.progress or not is_main())
         while self.flat.removed() < target or self.cycles_done < self.s.restore_cycles:
             swapping = self.flat.removed() >= target
             stats = None if (not self.criterion.needs_statistics and not swapping and self.s.tolerance is None) else self._stats()
@@ -284,7 +286,8 @@ class Run:
         self.elapsed = time.time() - start
         row = {**row, "seconds": round(self.elapsed, 2)}
         self.log.append(row)
-        self._save_state()
+        if is_main():  # every rank holds the same state; one writes it
+            self._save_state()
         if self.on_step:
             self.on_step(row)
 
@@ -336,9 +339,12 @@ class Run:
         predicted, curvature = self._predicted(stats, removed, restored)
         after = self._eval(self.setup.accept, "acceptance", keep_per_sample=True)
         actual = self._objective(after) - self._objective(self.before)
-        # Standard error of the measured change, from the paired per-sample differences.
+        # Standard error of the measured change, from the paired per-sample differences (of all ranks).
         diff = after.per_sample - self.before.per_sample
-        stderr = float(diff.std() / len(diff) ** 0.5)
+        sums = torch.stack([diff.sum(), (diff * diff).sum(), diff.new_tensor(len(diff))])
+        all_reduce_(sums)
+        d1, d2, n = sums.tolist()
+        stderr = max(0.0, (d2 - d1 * d1 / n) / max(n - 1, 1)) ** 0.5 / n ** 0.5
         forced = self.size <= min_size
         # Each step may also spend its share of the run's budget: without it, steps of weights whose
         # predicted change is ~0 are rejected by noise alone and the run crawls at the minimum size.

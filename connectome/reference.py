@@ -28,7 +28,7 @@ class Preprocess(nn.Module):
     def forward(self, x):
         x = (x - self.mean) / self.std
         if self.out_channels and x.shape[1] != self.out_channels:
-            x = x.expand(-1, self.out_channels, -1, -1)
+            x = x.expand(-1, self.out_channels, -1, -1).contiguous()  # convs are slow on stride-0 views
         return x
 
 

@@ -15,11 +15,11 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from connectome.data import batches
+from connectome.distributed import all_reduce_, rank_and_size
 
 
 @dataclass
@@ -62,18 +62,11 @@ def collect(model: torch.nn.Module, params: dict[str, torch.nn.Parameter], datas
     was_training = model.training
     model.eval()
     device_type = torch.device(device).type
-    n_data = len(dataset)
-    if dist.is_initialized():
-        # Each rank takes every world_size-th batch; all-reduce below makes the sums global.
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = 0, 1
-    bar = tqdm(total=n_data, desc="statistics", unit="img", disable=not progress, leave=False)
+    rank, world = rank_and_size()  # each rank takes every world-th batch; all-reduce makes the sums global
+    bar = tqdm(total=len(dataset), desc="statistics", unit="img", disable=not progress or rank, leave=False)
     with only_grads_for(model, params):
-        for i, (x, y) in enumerate(batches(dataset, batch_size)):
-            bar.update(len(y))
-            if i % world != rank:
-                continue
+        for x, y in batches(dataset, batch_size, shard=(rank, world)):
+            bar.update(len(y) * world)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device_type=device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(x)
@@ -90,9 +83,7 @@ def collect(model: torch.nn.Module, params: dict[str, torch.nn.Parameter], datas
                                        (logits.argmax(1) == y).sum().double()])
     bar.close()
     model.train(was_training)
-    if world > 1:
-        for t in [*s1, *s2, totals]:
-            dist.all_reduce(t)
+    all_reduce_(*s1, *s2, totals)
     n, k = totals[0].item(), totals[1].item()
     if k < 2:
         raise ValueError(f"statistics need at least 2 batches, got {int(k)}: use more samples or a smaller batch")

@@ -111,10 +111,11 @@ def train(recipe: TrainRecipe, out: Path, device: str = "cpu", progress: bool = 
             if ema is not None:
                 ema.update_parameters(model)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        final = ema.module if ema is not None else model
-        val = evaluate(final, val_set, device=device)
-        history.append({"epoch": epoch + 1, "seconds": round(time.time() - start, 1), **val.as_dict("val_")})
-        print(f"epoch {epoch + 1}: val {val}", flush=True)
+        val = evaluate(ema.module if ema is not None else model, val_set, device=device)
+        raw = evaluate(model, val_set, device=device) if ema is not None else val
+        history.append({"epoch": epoch + 1, "seconds": round(time.time() - start, 1), **val.as_dict("val_"),
+                        "raw_val_top1": raw.top1})
+        print(f"epoch {epoch + 1}: val {val}  (without EMA: {raw.top1:.2f}%)", flush=True)
 
     final = (ema.module if ema is not None else model).cpu().eval()
     test = evaluate(final, splits.test)

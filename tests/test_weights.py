@@ -21,22 +21,22 @@ from httpserver import FileServer
 NAME = "lenet_300_100.test_20k"
 
 
-def make_run(out: Path, remove: int = 20000) -> tuple[Path, torch.nn.Module]:
+def make_run(out: Path, remove: int = 20000, model: str = "lenet_300_100", **settings) -> tuple[Path, torch.nn.Module]:
     """A real run folder, written by prune.write_results, without the minute a real prune takes:
     magnitude pruning stands in for the loop, and the curve's metrics are made up (and distinct)."""
-    loaded = load_model("lenet_300_100")
+    loaded = load_model(model, weights_file=settings.get("weights_file"))
     flat = FlatWeights(prunable_parameters(loaded.module))
     base_sha = state_sha256(loaded.module.state_dict())
     flat.mask[flat.base.abs().argsort()[:remove]] = False
     flat.write()
-    s = PruneSettings(model="lenet_300_100", remove=str(remove), criterion="magnitude", eval_samples=1000)
+    s = PruneSettings(model=model, remove=str(remove), criterion="magnitude", eval_samples=1000, **settings)
     setup = SimpleNamespace(loaded=loaded, base_sha256=base_sha, target=remove, decision=range(800),
                             accept=range(200), evaluation=range(1000), device="cpu")
     ev = lambda top1, top5, loss: {"eval_top1": top1, "eval_top5": top5, "eval_loss": loss, "eval_samples": 1000}
     log = [{"step": 0, "phase": "dense", "accepted": True, "removed": 0, "size": 0, **ev(88.7, 99.8, 0.4031)},
            {"step": 1, "phase": "remove", "accepted": True, "removed": remove, "size": remove, **ev(87.3, 99.6, 0.4417)}]
     run = SimpleNamespace(setup=setup, s=s, out=out, flat=flat, prunable=int(flat.eligible.sum()), log=log, elapsed=1.0)
-    write_results(run, f"connectome prune lenet_300_100 --remove {remove} --criterion magnitude")
+    write_results(run, f"connectome prune {model} --remove {remove} --criterion magnitude")
     return out, loaded.module
 
 
@@ -178,6 +178,29 @@ def test_mask_route_refuses_other_base_weights(served, tmp_path):
     with pytest.raises(ConnectomeError, match="not those"):
         load(NAME, registry=registry, via="mask", base_weights_file=tmp_path / "other_base.safetensors",
              progress=False)
+
+
+def test_torchvision_architecture_pruned_from_a_local_base_file(tmp_path):
+    from torchvision.models import mobilenet_v3_small
+    from torchvision.transforms._presets import ImageClassification
+
+    base_file = tmp_path / "base.safetensors"
+    save_state(base_file, mobilenet_v3_small().state_dict())
+    run_dir, pruned = make_run(tmp_path / "run", 100_000, "mobilenet_v3_small", weights_file=str(base_file),
+                               data="imagenet:/nowhere")
+    registry, name = tmp_path / "registry.json", "mobilenet_v3_small.test_100k_in1k"
+    with pytest.raises(ConnectomeError, match="--license"):
+        publish(run_dir, name, registry=registry)
+    entry = publish(run_dir, name, registry=registry, license="BSD-3-Clause")
+    assert set(entry["meta"]["_metrics"]) == {"imagenet"}
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        model = load(name, registry=registry)  # torchvision's architecture, the pruned state loaded
+        assert torch.equal(model(x), pruned(x)) and isinstance(model.transforms(), ImageClassification)
+        with pytest.raises(ConnectomeError, match="base_weights_file"):
+            load(name, registry=registry, via="mask")
+        model = load(name, registry=registry, via="mask", base_weights_file=base_file)
+        assert torch.equal(model(x), pruned(x))
 
 
 def test_unknown_name_suggests(served):
