@@ -133,26 +133,29 @@ def write_outputs(out: Path, rows, layers, dense, summary, base: PruneSettings, 
     write_text(out / "compare.csv", buf.getvalue())
     write_text(out / "compare.json", json.dumps({"dense": dense, "summary": summary, "layers": layers}, indent=2))
 
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    for i, m in enumerate(summary):
-        by_k = {}
-        for r in rows:
-            if r["method"] == m:
-                by_k.setdefault(r["removed"], []).append(r["top1"])
-        ks = sorted(by_k)
-        x = [100 * k / prunable for k in ks]
-        mean = [sum(by_k[k]) / len(by_k[k]) for k in ks]
-        ax.plot(x, mean, "o-", ms=3, color=f"C{i}", label=m)
-        if any(len(v) > 1 for v in by_k.values()):
-            ax.fill_between(x, [min(by_k[k]) for k in ks], [max(by_k[k]) for k in ks], color=f"C{i}", alpha=0.2)
-    ax.axhline(dense["top1"], color="k", ls=":", lw=1, label=f"dense {dense['top1']:.2f}%")
-    lo = min(dense["top1"] - 5, min(s["final_top1"] for s in summary.values()))
-    ax.set_ylim(max(lo, 0), None)
-    ax.set_xlabel(f"% of {prunable:,} prunable weights removed")
-    ax.set_ylabel("top-1 (%), evaluation split")
-    ax.set_title(f"{base.model}: methods compared (band: spread over seeds)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # Left: every method; right: zoomed on the dense accuracy, where the methods that matter differ.
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for zoom, ax in enumerate(axes):
+        for i, m in enumerate(summary):
+            by_k = {}
+            for r in rows:
+                if r["method"] == m:
+                    by_k.setdefault(r["removed"], []).append(r["top1"])
+            ks = sorted(by_k)
+            x = [100 * k / prunable for k in ks]
+            ax.plot(x, [sum(by_k[k]) / len(by_k[k]) for k in ks], "o-", ms=3, color=f"C{i}", label=m)
+            if any(len(v) > 1 for v in by_k.values()):
+                ax.fill_between(x, [min(by_k[k]) for k in ks], [max(by_k[k]) for k in ks], color=f"C{i}", alpha=0.2)
+        ax.axhline(dense["top1"], color="k", ls=":", lw=1, label=f"dense {dense['top1']:.2f}%")
+        if zoom:
+            ax.set_ylim(dense["top1"] - 4, dense["top1"] + 1)
+            ax.set_title("zoom: within 4 points of dense", fontsize=10)
+        else:
+            ax.set_title(f"{base.model}: methods compared (band: spread over seeds)", fontsize=10)
+            ax.legend(fontsize=8)
+        ax.set_xlabel(f"% of {prunable:,} prunable weights removed")
+        ax.set_ylabel("top-1 (%), evaluation split")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "compare.png", dpi=110)
     plt.close(fig)

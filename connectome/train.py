@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
@@ -43,6 +43,15 @@ class TrainRecipe:
     val_samples: int = 5000  # held out of the training split, for reporting while training
     seed: int = 0
     threads: int = 0  # 0 leaves torch's default
+
+
+def ema_with_warmup(decay: float):
+    """EMA whose decay ramps up as (1+n)/(10+n) (as timm's ModelEma does): a fixed decay keeps a share of
+    the random initialisation for thousands of steps, and with BatchNorm that mixture predicts one class."""
+    def avg_fn(averaged, current, n):
+        d = min(decay, (1 + n.item() if torch.is_tensor(n) else 1 + n) / (10 + (n.item() if torch.is_tensor(n) else n)))
+        return averaged + (current - averaged) * (1 - d)
+    return avg_fn
 
 
 def augment(x: torch.Tensor, recipe: TrainRecipe, gen: torch.Generator) -> torch.Tensor:
@@ -86,7 +95,7 @@ def train(recipe: TrainRecipe, out: Path, device: str = "cpu", progress: bool = 
     warm = recipe.warmup_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warm)) * 0.5 * (
         1 + torch.cos(torch.tensor(torch.pi * min(s, total) / total)).item()))
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True) \
+    ema = AveragedModel(model, avg_fn=ema_with_warmup(recipe.ema_decay), use_buffers=True) \
         if recipe.ema_decay else None
     mixers = [m for m in (v2.MixUp(alpha=recipe.mixup_alpha, num_classes=splits.num_classes) if recipe.mixup_alpha else None,
                           v2.CutMix(alpha=recipe.cutmix_alpha, num_classes=splits.num_classes) if recipe.cutmix_alpha else None) if m]
@@ -118,6 +127,8 @@ def train(recipe: TrainRecipe, out: Path, device: str = "cpu", progress: bool = 
         print(f"epoch {epoch + 1}: val {val}  (without EMA: {raw.top1:.2f}%)", flush=True)
 
     final = (ema.module if ema is not None else model).cpu().eval()
+    if ema is not None and raw.top1 > val.top1:  # keep the EMA only where it helps (validation split)
+        final = model.cpu().eval()
     test = evaluate(final, splits.test)
     out.mkdir(parents=True, exist_ok=True)
     save_state(out / f"{recipe.model}.safetensors", final.state_dict(),
