@@ -7,8 +7,10 @@ with S1 = sum_k B_k g_k, S2 = sum_k B_k g_k^2 over K batches of N samples in all
     var = (S2 - S1^2/N) / (K - 1)          (unbiased: E[S2] = N g^2 + K var, E[S1^2/N] = N g^2 + var)
     E[g_i^2] = g^2 + var,   with g^2 estimated by (S1/N)^2 - var/N.
 That costs two fused multiply-adds per weight and batch, not a per-sample backward pass.
-Sums are kept in float64 (float32 partial sums of at most FLUSH batches are folded in): deterministic for a
-given data order, no cancellation in S2 - S1^2/N, and the per-batch work stays in fast float32 kernels.
+Sums are kept in float64: deterministic for a given data order, no cancellation in S2 - S1^2/N, and the
+same to ~1e-16 however the batches are dealt to ranks (float32 partial sums differ at 1e-7, enough to
+reorder near-tied scores). Gradients are cast once, then fused foreach kernels add them (a mixed-dtype
+addcmul per tensor cost 3x the backward pass of LeNet).
 Under torch.distributed every sum is all-reduced, so every rank ends with identical statistics.
 """
 
@@ -21,9 +23,6 @@ from tqdm.auto import tqdm
 
 from connectome.data import batches
 from connectome.distributed import all_reduce_, rank_and_size
-
-
-FLUSH = 16  # batches summed in float32 before they are added to the float64 totals
 
 
 @dataclass
@@ -62,14 +61,6 @@ def collect(model: torch.nn.Module, params: dict[str, torch.nn.Parameter], datas
     plist = [params[n] for n in names]
     s1 = [torch.zeros(p.shape, dtype=torch.float64, device=device) for p in plist]
     s2 = [torch.zeros(p.shape, dtype=torch.float64, device=device) for p in plist]
-    p1 = [torch.zeros(p.shape, dtype=torch.float32, device=device) for p in plist]
-    p2 = [torch.zeros(p.shape, dtype=torch.float32, device=device) for p in plist]
-
-    def flush():
-        torch._foreach_add_(s1, [t.double() for t in p1])
-        torch._foreach_add_(s2, [t.double() for t in p2])
-        torch._foreach_zero_(p1)
-        torch._foreach_zero_(p2)
 
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # samples, batches, loss sum, correct
     was_training = model.training
@@ -78,7 +69,7 @@ def collect(model: torch.nn.Module, params: dict[str, torch.nn.Parameter], datas
     rank, world = rank_and_size()  # each rank takes every world-th batch; all-reduce makes the sums global
     bar = tqdm(total=len(dataset), desc="statistics", unit="img", disable=not progress or rank, leave=False)
     with only_grads_for(model, params):
-        for i, (x, y) in enumerate(batches(dataset, batch_size, shard=(rank, world))):
+        for x, y in batches(dataset, batch_size, shard=(rank, world)):
             bar.update(len(y) * world)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device_type=device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -87,15 +78,13 @@ def collect(model: torch.nn.Module, params: dict[str, torch.nn.Parameter], datas
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
             grads = torch.autograd.grad(loss, plist)
             b = len(y)
-            torch._foreach_add_(p1, grads, alpha=b)
-            torch._foreach_addcmul_(p2, grads, grads, value=b)
-            if (i + 1) % FLUSH == 0:
-                flush()
+            grads = [g.double() for g in grads]
+            torch._foreach_add_(s1, grads, alpha=b)
+            torch._foreach_addcmul_(s2, grads, grads, value=b)
             with torch.no_grad():
                 plain = loss if label_smoothing == 0 else F.cross_entropy(logits, y)
                 totals += torch.stack([totals.new_tensor(b), totals.new_tensor(1), plain.double() * b,
                                        (logits.argmax(1) == y).sum().double()])
-    flush()
     bar.close()
     model.train(was_training)
     all_reduce_(*s1, *s2, totals)

@@ -53,8 +53,8 @@ def test_torchrun_prune_gives_the_single_process_mask(tmp_path):
             "--batch-size", "100", "--device", "cpu", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
-    two = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=0", "-m", "connectome", *args,
-                          "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "connectome", *args,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     one = subprocess.run([sys.executable, "-m", "connectome", *args, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env)
