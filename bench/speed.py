@@ -112,8 +112,14 @@ def main():
         summary[name] = {"stats_over_plain": round(by["stats"]["images_per_s"] / by["plain"]["images_per_s"], 3),
                          "step_over_plain": round(by["step"]["images_per_s"] / by["plain"]["images_per_s"], 3)}
         print(f"{name}: statistics pass at {summary[name]['stats_over_plain']:.2f}x plain forward+backward")
-    result = {"provenance": provenance(), "device": args.device, "batch": batch, "rows": rows, "summary": summary}
     out = Path(__file__).resolve().parent / "results" / f"speed-{args.device}.json"
+    # Models not measured this time keep their earlier rows, each with the provenance it was taken under.
+    old = json.loads(out.read_text()) if out.exists() else {}
+    for r in rows:
+        r["provenance"] = provenance()
+    rows = [r for r in old.get("rows", []) if r["model"] not in summary] + rows
+    summary = {**{k: v for k, v in old.get("summary", {}).items() if k not in summary}, **summary}
+    result = {"provenance": provenance(), "device": args.device, "batch": batch, "rows": rows, "summary": summary}
     out.write_text(json.dumps(result, indent=2))
     print(f"-> {out}")
 

@@ -35,6 +35,7 @@ from connectome.sizes import parse_count
 from connectome.statistics import collect
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+MAX_DEFERRALS = 10  # failed smallest steps in a row before one is taken regardless
 
 
 @dataclass
@@ -92,6 +93,9 @@ def prunable_parameters(model: nn.Module, include=(), exclude=()) -> dict[str, n
     return out
 
 
+DEFERRED = "deferred:"
+
+
 class FlatWeights:
     """The prunable weights as one flat vector, so a global top-k is a single call."""
 
@@ -102,6 +106,7 @@ class FlatWeights:
         self.base = torch.cat([p.detach().reshape(-1) for p in params.values()]).clone()
         self.mask = torch.ones_like(self.base, dtype=torch.bool)
         self.eligible = self.base != 0  # weights already zero in the base are not candidates
+        self.deferred = torch.zeros_like(self.mask)  # weights whose removal was measured far worse than predicted
 
     def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: t.view_as(self.params[n]) for n, t in zip(self.names, flat.split(self.sizes))}
@@ -114,11 +119,16 @@ class FlatWeights:
         for n, w0, m in zip(self.names, self.base.split(self.sizes), self.mask.split(self.sizes)):
             self.params[n].copy_((w0 * m).view_as(self.params[n]))
 
-    def to_mask(self) -> Mask:
-        return Mask({n: m.view_as(self.params[n]).cpu().clone() for n, m in self.split(self.mask).items()})
+    def to_mask(self, with_deferred: bool = False) -> Mask:
+        masks = {n: m.view_as(self.params[n]).cpu().clone() for n, m in self.split(self.mask).items()}
+        if with_deferred:  # loop state only: the published mask never carries these
+            masks.update({DEFERRED + n: d.view_as(self.params[n]).cpu().clone() for n, d in self.split(self.deferred).items()})
+        return Mask(masks)
 
     def load_mask(self, mask: Mask) -> None:
         self.mask = torch.cat([mask[n].reshape(-1) for n in self.names]).to(self.base.device)
+        if DEFERRED + self.names[0] in mask:
+            self.deferred = torch.cat([mask[DEFERRED + n].reshape(-1) for n in self.names]).to(self.base.device)
 
     def removed(self) -> int:
         return int((~self.mask & self.eligible).sum())
@@ -191,6 +201,7 @@ class Run:
         self.size = self._steps(self.s.step)
         self.step_index = 0
         self.cycles_done = 0
+        self.deferrals_in_row = 0
         self.accepted_since_eval = 0
         self.before: Metrics | None = None
         self.elapsed = 0.0
@@ -210,9 +221,10 @@ class Run:
     def _save_state(self) -> None:
         meta = {"settings": json.dumps(asdict(self.s), sort_keys=True), "digest": self.s.digest(),
                 "loop": json.dumps({"size": self.size, "step_index": self.step_index, "cycles_done": self.cycles_done,
+                                    "deferrals_in_row": self.deferrals_in_row,
                                     "accepted_since_eval": self.accepted_since_eval, "elapsed": self.elapsed}),
                 "log": json.dumps(self.log)}
-        self.flat.to_mask().save(self.out / "state.safetensors", meta)
+        self.flat.to_mask(with_deferred=True).save(self.out / "state.safetensors", meta)
 
     def _load_state(self, path: Path) -> None:
         meta = read_metadata(path)
@@ -227,6 +239,7 @@ class Run:
         loop = json.loads(meta["loop"])
         self.size, self.step_index, self.cycles_done = loop["size"], loop["step_index"], loop["cycles_done"]
         self.accepted_since_eval, self.elapsed = loop["accepted_since_eval"], loop["elapsed"]
+        self.deferrals_in_row = loop.get("deferrals_in_row", 0)
         self.before = None  # measured again on resume: per-sample losses are not stored
         self.log = json.loads(meta["log"])
 
@@ -298,7 +311,10 @@ class Run:
         gen = torch.Generator().manual_seed(self.s.seed * 1_000_003 + self.step_index)
         w = flat.split(flat.base)
         scores = flat.cat({n: self.criterion.scores(n, w[n], stats, gen) for n in flat.names}).float()
-        scores = scores.masked_fill(~(flat.mask & flat.eligible), math.inf)
+        available = flat.mask & flat.eligible
+        fresh = available & ~flat.deferred
+        pool = fresh if int(fresh.sum()) >= k else available  # deferral yields when too few are left
+        scores = scores.masked_fill(~pool, math.inf)
         return torch.topk(scores, k, largest=False, sorted=False).indices
 
     def _choose_restores(self, stats, k: int) -> torch.Tensor:
@@ -345,7 +361,10 @@ class Run:
         all_reduce_(sums)
         d1, d2, n = sums.tolist()
         stderr = max(0.0, (d2 - d1 * d1 / n) / max(n - 1, 1)) ** 0.5 / n ** 0.5
-        forced = self.size <= min_size
+        # At the smallest size a failed step says its weights are mispredicted, not that it was too big:
+        # defer them (ranked last from now on) and try the next ones; only after MAX_DEFERRALS failures in
+        # a row is a step taken regardless, so that the run still ends at the exact count.
+        forced = self.size <= min_size and self.deferrals_in_row >= MAX_DEFERRALS
         # Each step may also spend its share of the run's budget: without it, steps of weights whose
         # predicted change is ~0 are rejected by noise alone and the run crawls at the minimum size.
         budget = s.loss_budget * self._objective(self.dense) * len(removed) / self.budget_target
@@ -359,12 +378,17 @@ class Run:
                **after.as_dict("accept_")}
         self.step_index += 1
         if ok or forced:
+            self.deferrals_in_row = 0
             self.before = after
             self.size = min(self._steps(s.max_step), max(min_size, int(math.ceil(self.size * s.grow))))
         else:
             flat.mask[removed] = True
             flat.mask[restored] = False
             flat.write()
+            if self.size <= min_size:
+                flat.deferred[removed] = True
+                self.deferrals_in_row += 1
+                row["deferred"] = len(removed)
             self.size = max(min_size, int(self.size * s.shrink))
         row["removed"] = flat.removed()
         return row
