@@ -13,6 +13,7 @@ stopped. Writes bench/results/lottery-lenet300-fashion-mnist.{csv,png,json} afte
 """
 
 import argparse
+import csv
 import datetime
 import json
 import os
@@ -34,6 +35,8 @@ from connectome.lottery import Lottery  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 NAME = "lottery-lenet300-fashion-mnist"
+TITLE = ("LeNet-300-100 on Fashion-MNIST, lottery tickets (Adam 1.2e-3, batch 60, {iterations:,} iterations/level, "
+         "20%/10% per level)")
 
 
 def git_commit() -> str:
@@ -75,7 +78,14 @@ def main():
     ap.add_argument("--budget-min", type=float, default=80, help="Start no training expected to end after this.")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=None, help="Override the paper's 50,000 (smoke tests only).")
+    ap.add_argument("--replot", action="store_true", help="Only redraw the PNG from the CSV.")
     args = ap.parse_args()
+    if args.replot:
+        rows = [{k: float(v) if k in ("percent_remaining", "early_stop_test_acc", "final_test_acc") else
+                 v if k == "arm" else int(float(v)) for k, v in row.items()}
+                for row in csv.DictReader(open(RESULTS / f"{NAME}.csv"))]
+        plot(RESULTS / f"{NAME}.png", rows, TITLE.format(iterations=50000))
+        return
     torch.set_num_threads(args.threads)
     start, started_at = time.time(), datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     overrides = {"data": "fashion-mnist", "controls": ["random_reinit", "random_prune"]}
@@ -91,8 +101,7 @@ def main():
     def write_all():
         ordered = sorted(rows.values(), key=lambda r: (r["level"], r["arm"] != "ticket", r["arm"]))
         write_csv(RESULTS / f"{NAME}.csv", ordered)
-        plot(RESULTS / f"{NAME}.png", ordered, f"LeNet-300-100 on Fashion-MNIST, lottery tickets "
-             f"(Adam 1.2e-3, batch 60, {base.iterations:,} iterations/level, 20%/10% per level)")
+        plot(RESULTS / f"{NAME}.png", ordered, TITLE.format(iterations=base.iterations))
         write_text(RESULTS / f"{NAME}.json", json.dumps({
             **info, "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": round(time.time() - start, 1), "run_folder": str(run.out), "settings": base.hashed(),
