@@ -124,8 +124,9 @@ def train(recipe, out, epochs, device):
 
 # Commands live beside their concern.
 from connectome.cli_compare import compare  # noqa: E402
+from connectome.cli_lottery import lottery  # noqa: E402
 from connectome.cli_prune import prune, verify  # noqa: E402
 from connectome.cli_weights import weights  # noqa: E402
 
-for command in (prune, verify, compare, weights):
+for command in (prune, verify, compare, weights, lottery):
     main.add_command(command)
