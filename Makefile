@@ -19,7 +19,7 @@ data:
 
 # The main job on the embedded default: prune the shipped reference model, offline, end to end.
 demo: $(BIN)/connectome data
-	$(BIN)/connectome prune --recipe prune-lenet_300_100 --out runs/demo
+	$(BIN)/connectome prune --recipe prune-lenet_300_100 --out runs/demo --resume
 	$(BIN)/connectome verify runs/demo
 
 test: $(BIN)/connectome data
