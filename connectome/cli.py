@@ -1,7 +1,6 @@
 """The `connectome` command line. Bad input ends with one line on stderr and exit code 2."""
 
 import json
-import shlex
 import sys
 from pathlib import Path
 

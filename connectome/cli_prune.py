@@ -3,7 +3,6 @@
 import re
 import shlex
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import click

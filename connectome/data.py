@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from connectome.errors import ConnectomeError
+from connectome.errors import ConnectomeError, reason as _reason
 
 CACHE = Path(os.environ.get("CONNECTOME_DATA", Path.home() / ".cache" / "connectome" / "data"))
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -216,7 +216,3 @@ def load_dataset(spec: str, transforms=None) -> Splits:
         return _cifar10(path)
     return _image_folder(kind, path, transforms)
 
-
-def _reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[-1] if text else type(e).__name__

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from connectome.errors import ConnectomeError
+from connectome.errors import ConnectomeError, reason as _reason
 from connectome.reference import ARCHITECTURES
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -199,7 +199,3 @@ def file_sha256(path: str | Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def _reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[-1][:200] if text else type(e).__name__

@@ -275,7 +275,7 @@ class Run:
                    disable=not self.progress or not is_main())
         while self.flat.removed() < target or self.cycles_done < self.s.restore_cycles:
             swapping = self.flat.removed() >= target
-            stats = None if (not self.criterion.needs_statistics and not swapping and self.s.tolerance is None) else self._stats()
+            stats = self._stats()  # every criterion's steps are predicted, and so accepted, from these
             while True:  # retry at smaller sizes on the same statistics: the model has not changed
                 outcome = self._try_step(stats, target, swapping)
                 if outcome["accepted"]:

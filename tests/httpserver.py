@@ -1,6 +1,5 @@
 """A real HTTP server on 127.0.0.1 for download tests: serves a folder, counts requests."""
 
-import functools
 import http.server
 import threading
 from pathlib import Path
