@@ -143,3 +143,19 @@ def test_recipe_with_flag_override(tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["settings"]["criterion"] == "magnitude" and m["result"]["removed"] == 3000
+
+
+def test_mispredicted_weights_are_deferred_not_forced(tmp_path):
+    """With an acceptance rule no step can pass, smallest steps defer their weights; only after
+    MAX_DEFERRALS failures in a row is one taken, and the run still ends at the exact count."""
+    from connectome.prune import MAX_DEFERRALS
+    s = PruneSettings(model="lenet_300_100", remove="400", calib_samples=600, eval_samples=200, batch_size=100,
+                      criterion="random", step=0.00075, min_step=0.00075, max_step=0.00075, tolerance=-1e9)
+    run = Run(prepare(s), tmp_path / "r", progress=False)
+    log = run.run()
+    deferred = [r for r in log if r.get("deferred")]
+    forced = [r for r in log if r.get("forced")]
+    assert len(deferred) >= MAX_DEFERRALS and forced
+    assert run.flat.removed() == 400
+    # A forced step never re-takes weights that were deferred before it.
+    assert not (run.flat.deferred & ~run.flat.mask).any()
