@@ -37,7 +37,7 @@ def one_shot(setup, method: str, stats, counts: list[int], seed: int, progress: 
     scores = flat.cat({n: crit.scores(n, w[n], stats, gen) for n in flat.names}).float()
     scores = scores.masked_fill(~flat.eligible, math.inf)
     order = torch.argsort(scores, stable=True)
-    rows, per_layer = [], None
+    rows = []
     for k in tqdm(counts, desc=f"{method} seed {seed}", disable=not progress, leave=False):
         flat.mask.fill_(True)
         flat.mask[order[:k]] = False
@@ -74,12 +74,14 @@ def compare(base: PruneSettings, methods: list[str], points: int, seeds: int, ou
     for m in methods:
         criteria.get(m)  # unknown names fail before any work
     out.mkdir(parents=True, exist_ok=True)
-    rows, layers, dense = [], {}, None
+    rows, layers, dense, evaluation = [], {}, None, None
     for seed in range(seeds):
-        setup = prepare(replace(base, seed=seed, eval_samples=base.eval_samples), device)
-        if dense is None:
-            d = evaluate(setup.loaded.module, setup.evaluation, base.batch_size, device)
+        setup = prepare(replace(base, seed=seed), device)
+        if evaluation is None:  # every seed and method is evaluated on the first seed's images
+            evaluation = setup.evaluation
+            d = evaluate(setup.loaded.module, evaluation, base.batch_size, device)
             dense = {"top1": d.top1, "top5": d.top5, "loss": d.loss}
+        setup = replace(setup, evaluation=evaluation)
         counts = grid(setup.target, points)
         stats = None
         if any(criteria.REGISTRY[m].needs_statistics for m in methods if m not in ITERATIVE):
@@ -97,14 +99,19 @@ def compare(base: PruneSettings, methods: list[str], points: int, seeds: int, ou
     return {"dense": dense, "summary": summary, "rows": rows}
 
 
+def top1_by_count(rows, method: str) -> dict[int, list[float]]:
+    """A method's top-1 values (one per seed) at each removal count, counts in increasing order."""
+    by_k = {}
+    for r in rows:
+        if r["method"] == method:
+            by_k.setdefault(r["removed"], []).append(r["top1"])
+    return dict(sorted(by_k.items()))
+
+
 def summarise(rows, dense, methods) -> dict:
     out = {}
     for m in methods:
-        by_k = {}
-        for r in rows:
-            if r["method"] == m:
-                by_k.setdefault(r["removed"], []).append(r["top1"])
-        mean = {k: sum(v) / len(v) for k, v in sorted(by_k.items())}
+        mean = {k: sum(v) / len(v) for k, v in top1_by_count(rows, m).items()}
         within = lambda pts: max([k for k, a in mean.items() if a >= dense["top1"] - pts], default=0)
         best_k = max(mean, key=mean.get)
         out[m] = {"within_0.5": within(0.5), "within_1.0": within(1.0), "best_top1": mean[best_k],
@@ -137,11 +144,8 @@ def write_outputs(out: Path, rows, layers, dense, summary, base: PruneSettings, 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     for zoom, ax in enumerate(axes):
         for i, m in enumerate(summary):
-            by_k = {}
-            for r in rows:
-                if r["method"] == m:
-                    by_k.setdefault(r["removed"], []).append(r["top1"])
-            ks = sorted(by_k)
+            by_k = top1_by_count(rows, m)
+            ks = list(by_k)
             x = [100 * k / prunable for k in ks]
             ax.plot(x, [sum(by_k[k]) / len(by_k[k]) for k in ks], "o-", ms=3, color=f"C{i}", label=m)
             if any(len(v) > 1 for v in by_k.values()):

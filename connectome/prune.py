@@ -56,7 +56,7 @@ class PruneSettings:
     batch_size: int = 128
     step: float = 0.01  # first step, as a fraction of the prunable weights
     max_step: float = 0.05  # largest step, same unit
-    min_step: float = 0.0005  # smallest step, same unit; a step this small is always taken
+    min_step: float = 0.0005  # smallest step, same unit; one that fails defers its weights
     grow: float = 1.5
     shrink: float = 0.5
     tolerance: float = 4.0  # accept while actual <= predicted + tolerance*sum(1/2*F*w^2) + 2*stderr(actual) + share of budget
@@ -265,8 +265,6 @@ class Run:
         start = time.time() - self.elapsed
         if self.before is None:  # a new run, or a resumed one: per-sample losses are not stored
             self.before = self._eval(self.setup.accept, "acceptance", keep_per_sample=True)
-        self.dense = Metrics(**{k[len("accept_"):]: v for k, v in self.log[0].items() if k.startswith("accept_")}) \
-            if self.log else self.before
         if not self.log:  # the dense model: first point of the curve
             ev = self._eval(self.setup.evaluation, "evaluation")
             self._record({"step": 0, "phase": "dense", "accepted": True, "removed": 0, "restored": 0, "size": 0,
@@ -367,7 +365,8 @@ class Run:
         forced = self.size <= min_size and self.deferrals_in_row >= MAX_DEFERRALS
         # Each step may also spend its share of the run's budget: without it, steps of weights whose
         # predicted change is ~0 are rejected by noise alone and the run crawls at the minimum size.
-        budget = s.loss_budget * self._objective(self.dense) * len(removed) / self.budget_target
+        dense = self.log[0]  # the loss budget is a fraction of the dense model's acceptance loss
+        budget = s.loss_budget * dense.get("accept_objective", dense["accept_loss"]) * len(removed) / self.budget_target
         ok = predicted is None or actual <= predicted + s.tolerance * curvature + 2 * stderr + budget
         if s.max_top1_drop is not None and self.before.top1 - after.top1 > s.max_top1_drop:
             ok = False
