@@ -32,6 +32,24 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, on_wait=None):
+    """Hold an exclusive lock on `folder` (its `.lock` file) so two processes never write one run;
+    a second one waits for the first to end. The kernel drops the lock when its holder dies."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)

@@ -1,5 +1,6 @@
 """`connectome prune` and `connectome verify`."""
 
+import contextlib
 import re
 import shlex
 import sys
@@ -73,18 +74,32 @@ def default_out(s: PruneSettings) -> Path:
 @click.pass_context
 def prune(ctx, **params):
     """Zero weights of a pretrained MODEL; write model, mask, curve and manifest to a run folder."""
-    import torch
-
+    from connectome.checkpoint import folder_lock
     from connectome.cli import _device
     from connectome.distributed import init_from_env, is_main
-    from connectome.prune import Run, prepare, write_results
+    from connectome.prune import prepare
 
     s = settings_from(params, ctx)
     out = Path(params["out"]) if params["out"] else default_out(s)
     if (out / "state.safetensors").exists() and not params["resume"]:
         raise ConnectomeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     device = init_from_env(_device(params["device"]))  # under torchrun: join the group, one device per rank
-    setup = prepare(s, device)
+    setup = prepare(s, device)  # every check before anything is written
+    if is_main():  # one writer per run folder: a second process waits for the first to end
+        lock = folder_lock(out, on_wait=lambda: click.echo(f"waiting for the process that holds {out}", err=True))
+    else:
+        lock = contextlib.nullcontext()
+    with lock:
+        _prune(params, setup, out, device)
+
+
+def _prune(params: dict, setup, out: Path, device: str) -> None:
+    import torch
+
+    from connectome.distributed import is_main
+    from connectome.prune import Run, write_results
+
+    s = setup.settings
     run = Run(setup, out, resume=params["resume"], progress=not params["quiet"],
               autocast_dtype=torch.bfloat16 if params["amp"] and device.startswith("cuda") else None)
     if not is_main():

@@ -150,8 +150,8 @@ class Setup:
     device: str
 
 
-def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
-    """Validate everything a run needs before anything is written (the service validates with this too)."""
+def check_settings(s: PruneSettings) -> None:
+    """The checks that need neither model nor data (the service runs them before it queues a job)."""
     if s.criterion not in criteria.REGISTRY:
         raise ConnectomeError(f"unknown criterion {s.criterion!r}: choose from {', '.join(criteria.REGISTRY)}")
     if not 0 < s.accept_fraction < 1:
@@ -160,6 +160,12 @@ def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
         raise ConnectomeError("--calib-samples must be at least 4: the statistics need calibration data")
     if not 0 < s.min_step <= s.step <= s.max_step <= 1:
         raise ConnectomeError("step sizes must satisfy 0 < min-step <= step <= max-step <= 1")
+    parse_count(s.remove, 10**15)  # syntax only: a percentage or a count against the model comes later
+
+
+def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
+    """Validate everything a run needs before anything is written."""
+    check_settings(s)
     loaded = load_model(s.model, weights=s.weights, weights_file=s.weights_file)
     data = s.data or loaded.dataset
     if not data:
@@ -210,7 +216,7 @@ class Run:
             if not resume:
                 raise ConnectomeError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
             self._load_state(state_file)
-        elif resume and self.out.exists() and any(self.out.iterdir()):
+        elif resume and self.out.exists() and any(not p.name.startswith(".") for p in self.out.iterdir()):
             raise ConnectomeError(f"{self.out} holds no resumable run state")
 
     def _steps(self, fraction: float) -> int:
