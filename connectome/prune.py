@@ -228,7 +228,8 @@ class Run:
         meta = {"settings": json.dumps(asdict(self.s), sort_keys=True), "digest": self.s.digest(),
                 "loop": json.dumps({"size": self.size, "step_index": self.step_index, "cycles_done": self.cycles_done,
                                     "deferrals_in_row": self.deferrals_in_row,
-                                    "accepted_since_eval": self.accepted_since_eval, "elapsed": self.elapsed}),
+                                    "accepted_since_eval": self.accepted_since_eval, "elapsed": self.elapsed,
+                                    "target": self.setup.target, "prunable": self.prunable}),  # for watchers
                 "log": json.dumps(self.log)}
         self.flat.to_mask(with_deferred=True).save(self.out / "state.safetensors", meta)
 
