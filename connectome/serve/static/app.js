@@ -61,7 +61,8 @@ async function poll() {
     return;
   }
   const n = (s) => jobs.filter((j) => j.state === s).length;
-  $("#summary").textContent = `${n("running")} running · ${n("queued")} queued · ${jobs.length} jobs`;
+  $("#summary").textContent =
+    `${n("running")} running · ${n("queued")} queued · ${jobs.length} job${jobs.length === 1 ? "" : "s"}`;
 
   const rows = jobs.map((j) => {
     const tr = el("tr", {"data-job-id": j.id, "data-state": j.state},
