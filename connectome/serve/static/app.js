@@ -138,7 +138,6 @@ function listen(id) {
 function showJob() {
   const j = job;
   $("#detail").hidden = false;
-  if (chart.width !== chartWidth()) chart.setSize({width: chartWidth(), height: 320});  // was hidden: 0 wide
   const what = [j.model, j.remove && `remove ${j.remove}`].filter(Boolean).join(", ");
   $("#title").replaceChildren(`job #${j.id} `, badge(j.state), ` ${what}`);
   $("#error").hidden = !j.error;
@@ -173,6 +172,10 @@ function axisSize(u, values, axis, cycle) {
 function chartWidth() {
   return Math.max(300, $("#chart").clientWidth - 10);
 }
+// The chart is made while hidden (0 wide): size it whenever it may have become visible.
+function fit() {
+  if (!$("#chart").hidden && chart.width !== chartWidth()) chart.setSize({width: chartWidth(), height: 320});
+}
 
 const chart = new uPlot({
   width: chartWidth(),
@@ -193,7 +196,7 @@ const chart = new uPlot({
   ],
 }, [[], [], [], []], $("#chart"));
 window.connectomeChart = chart;  // for tests and the console
-window.addEventListener("resize", () => chart.setSize({width: chartWidth(), height: 320}));
+window.addEventListener("resize", fit);
 
 function plot() {
   const ps = [...points.values()].sort((a, b) => a.step - b.step);
@@ -204,6 +207,8 @@ function plot() {
     ps.map((p) => p.eval_top1 ?? null),
   ]);
   $("#chart").dataset.points = ps.length;
+  $("#chart").hidden = !ps.length;  // no empty frame for a queued job, or one that failed at once
+  fit();
 }
 
 // ---- start
