@@ -93,6 +93,7 @@ function select(id) {
   selected = id;
   job = null;
   points = new Map();
+  plot();  // the previous job's curve must not linger while this one loads
   for (const tr of document.querySelectorAll("#jobs tbody tr"))
     tr.classList.toggle("selected", tr.dataset.jobId === String(id));
   load(id);
@@ -106,6 +107,8 @@ async function load(id) {
     if (id !== selected) return;
     $("#detail").hidden = false;
     $("#title").textContent = `job #${id}: ${e.message}`;
+    $("#error").hidden = true;
+    $("#files").replaceChildren();
     return;
   }
   if (id !== selected) return;  // the user moved on while this was loading
