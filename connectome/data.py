@@ -24,23 +24,55 @@ CIFAR10_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR10_BINARY_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 
 
-class ImageTensors(Dataset):
-    """Images as one uint8 tensor (N, C, H, W) and labels (N,): fast to slice, cheap to keep."""
+class Normalization:
+    """uint8 images, on any device, to floats as an image transform makes them: x/255 (x*(1/255) for
+    torchvision's v2 ToDtype, which differs in the last bit), then (x - mean)/std per channel when given.
+    The same operations in the same order as torchvision's, so the floats equal theirs bit for bit."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+    def __init__(self, mean=None, std=None, reciprocal: bool = False):
+        if (mean is None) != (std is None):
+            raise ValueError("a normalization takes both mean and std, or neither")
+        self.mean = None if mean is None else [float(v) for v in mean]
+        self.std = None if std is None else [float(v) for v in std]
+        self.reciprocal = reciprocal
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # one copy per device, not per batch
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().mul_(1.0 / 255) if self.reciprocal else x.float().div_(255)
+        if self.mean is not None:
+            if x.device not in self._on:
+                self._on[x.device] = tuple(torch.tensor(v, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+                                           for v in (self.mean, self.std))
+            mean, std = self._on[x.device]
+            x.sub_(mean).div_(std)
+        return x
+
+    def __repr__(self):
+        return f"Normalization(mean={self.mean}, std={self.std}, reciprocal={self.reciprocal})"
+
+
+PLAIN = Normalization()  # ToTensor() style: floats in [0, 1]
+
+
+class ImageTensors(Dataset):
+    """Images as one uint8 tensor (N, C, H, W) and labels (N,): fast to slice, cheap to keep. They
+    become floats batch by batch, on the device, by `normalization` (default x/255: models trained here
+    normalise inside themselves; decoded image folders keep the model's own normalisation here)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalization: Normalization = PLAIN):
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
             raise ValueError("ImageTensors wants uint8 images (N, C, H, W) and N labels")
-        self.images, self.labels = images, labels.long()
+        self.images, self.labels, self.normalization = images, labels.long(), normalization
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return self.images[i].float() / 255, self.labels[i]
+        return self.normalization(self.images[i]), self.labels[i]
 
     def subset(self, indices) -> "ImageTensors":
         indices = torch.as_tensor(indices, dtype=torch.long)
-        return ImageTensors(self.images[indices], self.labels[indices])
+        return ImageTensors(self.images[indices], self.labels[indices], self.normalization)
 
 
 @dataclass
@@ -52,21 +84,40 @@ class Splits:
 
 
 def batches(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, workers: int = 0,
-            shard: tuple[int, int] = (0, 1)):
+            shard: tuple[int, int] = (0, 1), device=None):
     """Yield (images, labels) batches; in-memory datasets are sliced without a per-sample loop.
     `shard=(rank, world)` yields only batches rank, rank+world, ...: the same batches as one process
-    would make, dealt round-robin."""
+    would make, dealt round-robin. With `device` the batches arrive there: in-memory images travel
+    as uint8 (a quarter of the bytes of floats), from pinned memory to a GPU, and become floats there."""
     rank, world = shard
     n = len(dataset)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
     mine = [order[s:s + batch_size] for s in range(rank * batch_size, n, world * batch_size)]
+    pin = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
     if isinstance(dataset, ImageTensors):
         for idx in mine:
-            yield dataset.images[idx].float().div_(255), dataset.labels[idx]
+            x, y = dataset.images[idx], dataset.labels[idx]
+            if device is not None:
+                if pin:  # a pinned source lets the copy overlap the previous batch's compute
+                    x, y = x.pin_memory(), y.pin_memory()
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            yield dataset.normalization(x), y
         return
     # One loader over this rank's batches, in order, so workers can prefetch across batch boundaries.
-    yield from DataLoader(Subset(dataset, torch.cat(mine).tolist() if mine else []), batch_size=batch_size,
-                          num_workers=workers, pin_memory=torch.cuda.is_available())
+    loader = DataLoader(Subset(dataset, torch.cat(mine).tolist() if mine else []), batch_size=batch_size,
+                        num_workers=workers, pin_memory=pin)
+    for x, y in loader:
+        yield (x, y) if device is None else (x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+
+
+def default_workers(dataset: Dataset) -> int:
+    """DataLoader workers for a dataset: none for in-memory tensors (slicing is all they need); for
+    image files, the cores of this machine shared among its ranks (torchrun's LOCAL_WORLD_SIZE), one
+    left to the process that runs the model, at most 8."""
+    if isinstance(dataset, ImageTensors):
+        return 0
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(8, (os.cpu_count() or 1) // local - 1))
 
 
 def subset(dataset: Dataset, n: int | None, seed: int, skip: int = 0) -> Dataset:

@@ -32,18 +32,21 @@ class Metrics:
 
 @torch.no_grad()
 def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool = False,
-             desc: str = "eval", autocast_dtype=None, label_smoothing: float = 0.0, keep_per_sample: bool = False) -> Metrics:
+             desc: str = "eval", autocast_dtype=None, label_smoothing: float = 0.0, keep_per_sample: bool = False,
+             workers: int = 0, channels_last: bool = False) -> Metrics:
     """Sums are kept in float64 so that the loss does not depend on batch size beyond rounding.
     Under torch.distributed each rank evaluates its share of the batches and the sums are all-reduced;
-    `per_sample` then holds this rank's samples only."""
+    `per_sample` then holds this rank's samples only, on the device (no copy to the host per batch,
+    and NCCL reduces only device tensors)."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, objective, top-1, top-5, samples
     kept = []
     rank, world = rank_and_size()
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress or rank, leave=False)
-    for x, y in batches(dataset, batch_size, shard=(rank, world)):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for x, y in batches(dataset, batch_size, shard=(rank, world), workers=workers, device=device):
+        if channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(x)
         logits = logits.float()
@@ -51,7 +54,7 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
         objective = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing) \
             if label_smoothing else plain
         if keep_per_sample:
-            kept.append(objective.double().cpu())
+            kept.append(objective.double())
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         sums += torch.stack([plain.double().sum(), objective.double().sum(), (top[:, 0] == y).sum().double(),
                              (top == y[:, None]).any(dim=1).sum().double(), sums.new_tensor(len(y))])
@@ -63,4 +66,4 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
     if n == 0:
         raise ValueError("evaluate() got an empty dataset")
     return Metrics(100.0 * c1 / n, 100.0 * c5 / n, loss / n, int(n), objective / n if label_smoothing else None,
-                   torch.cat(kept) if keep_per_sample else None)
+                   (torch.cat(kept) if kept else sums.new_zeros(0)) if keep_per_sample else None)

@@ -9,9 +9,10 @@ with S1 = sum_k B_k g_k, S2 = sum_k B_k g_k^2 over K batches of N samples in all
 That costs two fused multiply-adds per weight and batch, not a per-sample backward pass.
 Sums are kept in float64: deterministic for a given data order, no cancellation in S2 - S1^2/N, and the
 same to ~1e-16 however the batches are dealt to ranks (float32 partial sums differ at 1e-7, enough to
-reorder near-tied scores). Gradients are cast once, then fused foreach kernels add them (a mixed-dtype
-addcmul per tensor cost 3x the backward pass of LeNet).
-Under torch.distributed every sum is all-reduced, so every rank ends with identical statistics.
+reorder near-tied scores). The gradients of all tensors are flattened into one vector (one copy in C++),
+cast once and added by two kernels, so the cost per batch does not grow with the number of tensors
+(a mixed-dtype addcmul per tensor cost 3x the backward pass of LeNet).
+Under torch.distributed the two sums are all-reduced, so every rank ends with identical statistics.
 """
 
 import contextlib
@@ -54,13 +55,16 @@ def only_grads_for(model: torch.nn.Module, params: dict[str, torch.nn.Parameter]
 
 
 def collect(model: torch.nn.Module, params: dict[str, torch.nn.Parameter], dataset, batch_size: int = 128,
-            device="cpu", label_smoothing: float = 0.0, autocast_dtype=None, progress: bool = False) -> GradStats:
+            device="cpu", label_smoothing: float = 0.0, autocast_dtype=None, progress: bool = False,
+            workers: int = 0, channels_last: bool = False) -> GradStats:
     """Statistics of the model as it is (eval mode: BatchNorm uses running statistics, dropout is off,
-    exactly the network whose loss the pruning changes)."""
+    exactly the network whose loss the pruning changes). `model` may be a torch.compile'd wrapper of
+    the module that owns `params`."""
     names = list(params)
     plist = [params[n] for n in names]
-    s1 = [torch.zeros(p.shape, dtype=torch.float64, device=device) for p in plist]
-    s2 = [torch.zeros(p.shape, dtype=torch.float64, device=device) for p in plist]
+    numel = sum(p.numel() for p in plist)
+    s1 = torch.zeros(numel, dtype=torch.float64, device=device)  # flat, in the logical order of each tensor
+    s2 = torch.zeros_like(s1)
 
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # samples, batches, loss sum, correct
     was_training = model.training
@@ -69,33 +73,37 @@ def collect(model: torch.nn.Module, params: dict[str, torch.nn.Parameter], datas
     rank, world = rank_and_size()  # each rank takes every world-th batch; all-reduce makes the sums global
     bar = tqdm(total=len(dataset), desc="statistics", unit="img", disable=not progress or rank, leave=False)
     with only_grads_for(model, params):
-        for x, y in batches(dataset, batch_size, shard=(rank, world)):
+        for x, y in batches(dataset, batch_size, shard=(rank, world), workers=workers, device=device):
             bar.update(len(y) * world)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(x)
             logits = logits.float()
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
             grads = torch.autograd.grad(loss, plist)
             b = len(y)
-            grads = [g.double() for g in grads]
-            torch._foreach_add_(s1, grads, alpha=b)
-            torch._foreach_addcmul_(s2, grads, grads, value=b)
+            # flatten_dense_tensors copies every gradient (channels_last ones too) in logical order, in C++.
+            g = torch._C._nn.flatten_dense_tensors(grads).double()
+            s1.add_(g, alpha=b)
+            s2.addcmul_(g, g, value=b)
             with torch.no_grad():
                 plain = loss if label_smoothing == 0 else F.cross_entropy(logits, y)
                 totals += torch.stack([totals.new_tensor(b), totals.new_tensor(1), plain.double() * b,
                                        (logits.argmax(1) == y).sum().double()])
     bar.close()
     model.train(was_training)
-    all_reduce_(*s1, *s2, totals)
+    all_reduce_(s1, s2, totals)
     n, k = totals[0].item(), totals[1].item()
     if k < 2:
         raise ValueError(f"statistics need at least 2 batches, got {int(k)}: use more samples or a smaller batch")
-    grad, second, variance = {}, {}, {}
-    for name, a, b in zip(names, s1, s2):
-        mean = a / n
-        var = ((b - a * mean) / (k - 1)).clamp_(min=0)
-        grad[name] = mean.float()
-        variance[name] = var.float()
-        second[name] = (mean * mean - var / n + var).clamp_(min=0).float()
-    return GradStats(grad, second, variance, int(n), totals[2].item() / n, 100.0 * totals[3].item() / n)
+    mean = s1 / n
+    var = ((s2 - s1 * mean) / (k - 1)).clamp_(min=0)
+    second = (mean * mean - var / n + var).clamp_(min=0)
+    sizes, shapes = [p.numel() for p in plist], [p.shape for p in plist]
+
+    def per_tensor(flat: torch.Tensor) -> dict[str, torch.Tensor]:  # views of one float32 vector
+        return {name: t.view(shape) for name, t, shape in zip(names, flat.float().split(sizes), shapes)}
+
+    return GradStats(per_tensor(mean), per_tensor(second), per_tensor(var), int(n), totals[2].item() / n,
+                     100.0 * totals[3].item() / n)

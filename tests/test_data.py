@@ -126,3 +126,31 @@ def test_subsets_are_seeded_and_disjoint():
     assert torch.equal(a.labels, subset(ds, 30, seed=1).labels)
     assert not set(a.labels.tolist()) & set(b.labels.tolist())
     assert not torch.equal(a.labels, subset(ds, 30, seed=2).labels)
+
+
+def test_normalization_equals_torchvisions_bit_for_bit():
+    from torchvision.transforms import v2
+    from torchvision.transforms.functional import convert_image_dtype, normalize
+    from connectome.data import Normalization
+    x = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    assert torch.equal(Normalization(mean, std)(x), normalize(convert_image_dtype(x, torch.float32), mean, std))
+    v2_float = v2.ToDtype(torch.float32, scale=True)(x)
+    assert torch.equal(Normalization(reciprocal=True)(x), v2_float)
+    assert not torch.equal(Normalization()(x), v2_float)  # x/255 and x*(1/255) differ in the last bit
+    ds = ImageTensors(x, torch.arange(4), Normalization(mean, std))
+    assert torch.equal(ds.subset([1, 2])[1][0], Normalization(mean, std)(x[2]))
+
+
+def test_batches_on_a_device_and_default_workers(monkeypatch):
+    from torch.utils.data import TensorDataset
+    from connectome.data import default_workers
+    ds = ImageTensors(torch.randint(0, 256, (10, 1, 2, 2), dtype=torch.uint8), torch.arange(10))
+    for (a, ya), (b, yb) in zip(batches(ds, 4), batches(ds, 4, device="cpu"), strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb) and b.dtype == torch.float32
+    assert default_workers(ds) == 0
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    files = TensorDataset(torch.zeros(3, 1), torch.zeros(3))
+    assert default_workers(files) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: four ranks share the machine's cores
+    assert default_workers(files) == 3

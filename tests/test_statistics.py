@@ -40,3 +40,19 @@ def test_deterministic_and_leaves_requires_grad():
     a, b = collect(model, p, data, 16), collect(model, p, data, 16)
     assert torch.equal(a.grad["1.weight"], b.grad["1.weight"]) and torch.equal(a.second["1.weight"], b.second["1.weight"])
     assert all(q.requires_grad for q in model.parameters()) and model[1].weight.grad is None
+
+
+def test_channels_last_and_compile_give_the_same_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2), nn.Flatten(), nn.Linear(36, 3))
+    data = ImageTensors(torch.randint(0, 256, (96, 1, 10, 10), dtype=torch.uint8), torch.randint(0, 3, (96,)))
+    params = {"0.weight": model[0].weight, "2.weight": model[2].weight, "4.weight": model[4].weight}
+    ref = collect(model, params, data, 16)
+    model.to(memory_format=torch.channels_last)  # the same Parameter objects, other strides
+    assert model[2].weight is params["2.weight"] and params["2.weight"].is_contiguous(memory_format=torch.channels_last)
+    fast = collect(torch.compile(model, backend="aot_eager"), params, data, 16, channels_last=True)
+    for k in params:
+        assert fast.grad[k].shape == params[k].shape
+        assert torch.allclose(fast.grad[k], ref.grad[k], rtol=1e-4, atol=1e-7)
+        assert torch.allclose(fast.second[k], ref.second[k], rtol=1e-4, atol=1e-9)
+    assert abs(fast.loss - ref.loss) < 1e-6 and fast.samples == 96
