@@ -70,6 +70,13 @@ def default_out(s: PruneSettings) -> Path:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last step.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--amp", is_flag=True, help="bf16 autocast for forward/backward on GPU (statistics stay float64).")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="channels_last memory format for model and batches [default: on for CUDA, off on CPU].")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model used for statistics and evaluation.")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader workers [default: 0 for in-memory datasets, a share of the cores for image folders].")
+@click.option("--cache-calib", type=click.Path(file_okay=False), default=None,
+              help="Decode the calibration images of an image folder once into uint8 tensor files in this folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def prune(ctx, **params):
@@ -85,6 +92,9 @@ def prune(ctx, **params):
         raise ConnectomeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     device = init_from_env(_device(params["device"]))  # under torchrun: join the group, one device per rank
     setup = prepare(s, device)  # every check before anything is written
+    if params["cache_calib"]:  # a cache folder, not the run folder: ranks and runs share it under its own lock
+        from connectome.decoded import cache_calibration
+        setup = cache_calibration(setup, params["cache_calib"], params["workers"], progress=not params["quiet"] and is_main())
     if is_main():  # one writer per run folder: a second process waits for the first to end
         lock = folder_lock(out, on_wait=lambda: click.echo(f"waiting for the process that holds {out}", err=True))
     else:
@@ -100,8 +110,10 @@ def _prune(params: dict, setup, out: Path, device: str) -> None:
     from connectome.prune import Run, write_results
 
     s = setup.settings
+    channels_last = params["channels_last"] if params["channels_last"] is not None else device.startswith("cuda")
     run = Run(setup, out, resume=params["resume"], progress=not params["quiet"],
-              autocast_dtype=torch.bfloat16 if params["amp"] and device.startswith("cuda") else None)
+              autocast_dtype=torch.bfloat16 if params["amp"] and device.startswith("cuda") else None,
+              channels_last=channels_last, compile=params["compile_"], workers=params["workers"])
     if not is_main():
         run.run()
         return

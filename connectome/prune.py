@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from connectome import criteria
 from connectome.checkpoint import read_metadata, save_state, write_text
-from connectome.data import Splits, load_dataset, subset
+from connectome.data import Splits, default_workers, load_dataset, subset
 from connectome.distributed import all_reduce_, is_main
 from connectome.errors import ConnectomeError
 from connectome.evaluate import Metrics, evaluate
@@ -196,9 +196,20 @@ class Run:
     """One pruning run in a folder; `resume` continues from its last saved step."""
 
     def __init__(self, setup: Setup, out: Path, resume: bool = False, progress: bool = True,
-                 autocast_dtype=None, on_step=None):
+                 autocast_dtype=None, on_step=None, channels_last: bool = False, compile: bool | str = False,
+                 workers: int | None = None):
+        """Runtime options, which change no decision: `autocast_dtype` (bf16 on GPU), `channels_last`,
+        `compile` (True: torch.compile's default backend; a string names another), `workers` (DataLoader
+        workers for image folders; None: data.default_workers)."""
         self.setup, self.s, self.out = setup, setup.settings, Path(out)
         self.progress, self.autocast_dtype, self.on_step = progress, autocast_dtype, on_step
+        self.channels_last, self.workers = channels_last, workers
+        module = setup.loaded.module
+        if channels_last:  # in place: the Parameters that FlatWeights rewrites stay the same objects
+            module.to(memory_format=torch.channels_last)
+        # A compiled wrapper shares the module's Parameters; FlatWeights.write changes their values in
+        # place, which the compiled code reads as inputs (no weights are frozen into it).
+        self.module = torch.compile(module, **({} if compile is True else {"backend": compile})) if compile else module
         self.criterion = criteria.get(self.s.criterion, z=self.s.confidence)
         self.budget_target = setup.target  # the count the loss budget is shared over (compare stops earlier)
         self.flat = setup.flat
@@ -252,18 +263,23 @@ class Run:
 
     # --- measurements ---------------------------------------------------------------------------
 
+    def _workers(self, dataset) -> int:
+        return default_workers(dataset) if self.workers is None else self.workers
+
     def _eval(self, dataset, desc, keep_per_sample=False) -> Metrics:
-        return evaluate(self.setup.loaded.module, dataset, self.s.batch_size, self.setup.device,
+        return evaluate(self.module, dataset, self.s.batch_size, self.setup.device,
                         progress=self.progress, desc=desc, autocast_dtype=self.autocast_dtype,
-                        label_smoothing=self.s.label_smoothing, keep_per_sample=keep_per_sample)
+                        label_smoothing=self.s.label_smoothing, keep_per_sample=keep_per_sample,
+                        workers=self._workers(dataset), channels_last=self.channels_last)
 
     def _objective(self, m: Metrics) -> float:
         """The loss the statistics differentiate: steps are predicted and accepted on it."""
         return m.objective if m.objective is not None else m.loss
 
     def _stats(self):
-        return collect(self.setup.loaded.module, self.flat.params, self.setup.decision, self.s.batch_size,
-                       self.setup.device, self.s.label_smoothing, self.autocast_dtype, self.progress)
+        return collect(self.module, self.flat.params, self.setup.decision, self.s.batch_size,
+                       self.setup.device, self.s.label_smoothing, self.autocast_dtype, self.progress,
+                       workers=self._workers(self.setup.decision), channels_last=self.channels_last)
 
     # --- the loop -------------------------------------------------------------------------------
 

@@ -159,3 +159,44 @@ def test_mispredicted_weights_are_deferred_not_forced(tmp_path):
     assert run.flat.removed() == 400
     # A forced step never re-takes weights that were deferred before it.
     assert not (run.flat.deferred & ~run.flat.mask).any()
+
+
+CONV_NET = '''
+import torch
+from torch import nn
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 6, 5, stride=2), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(200, 10))
+'''
+
+
+def test_runtime_options_change_no_decision(tmp_path, monkeypatch, idx_folder):
+    """channels_last and a compiled module (FlatWeights rewrites the weights in place under it) give the
+    run of the plain module."""
+    from connectome.evaluate import evaluate
+    (tmp_path / "convnet_runtime.py").write_text(CONV_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    s = PruneSettings(model="convnet_runtime:build", data=f"mnist:{idx_folder}", remove="30%", calib_samples=240,
+                      batch_size=40, step=0.02, max_step=0.05)
+    plain = Run(prepare(s), tmp_path / "plain", progress=False)
+    plain.run()
+    fast = Run(prepare(s), tmp_path / "fast", progress=False, channels_last=True, compile="aot_eager")
+    fast.run()
+    assert fast.module is not fast.setup.loaded.module  # the compiled wrapper ran the passes
+    assert len(plain.log) > 4 and torch.equal(fast.flat.mask, plain.flat.mask)
+    assert [r["accepted"] for r in fast.log] == [r["accepted"] for r in plain.log]
+    # The compiled module reads the rewritten weights: its loss is the pruned model's, not the dense one's.
+    compiled = evaluate(fast.module, fast.setup.accept, 40)
+    assert compiled.loss == pytest.approx(evaluate(plain.setup.loaded.module, plain.setup.accept, 40).loss, rel=1e-5)
+    assert compiled.loss != pytest.approx(plain.log[0]["accept_loss"], rel=1e-3)
+
+
+def test_runtime_flags_do_not_block_a_resume(finished_run):
+    """--channels-last, --workers and --compile change no decision: they are not settings of the run."""
+    before = Mask.load(finished_run / "mask.safetensors")
+    r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--remove", "12345", "--out", str(finished_run), "--resume",
+                                  "--eval-every", "2", "--channels-last", "--workers", "1", *FAST])
+    assert r.exit_code == 0, r.output
+    assert Mask.load(finished_run / "mask.safetensors") == before
