@@ -36,3 +36,8 @@ def all_reduce_(*tensors: torch.Tensor) -> None:
     if rank_and_size()[1] > 1:
         for t in tensors:
             dist.all_reduce(t)
+
+
+def barrier() -> None:
+    if rank_and_size()[1] > 1:
+        dist.barrier()

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from connectome import criteria
 from connectome.checkpoint import read_metadata, save_state, write_text
 from connectome.data import Splits, default_workers, load_dataset, subset
-from connectome.distributed import all_reduce_, is_main
+from connectome.distributed import all_reduce_, barrier, is_main
 from connectome.errors import ConnectomeError
 from connectome.evaluate import Metrics, evaluate
 from connectome.mask import Mask
@@ -223,6 +223,7 @@ class Run:
         self.before: Metrics | None = None
         self.elapsed = 0.0
         state_file = self.out / "state.safetensors"
+        barrier()  # under torchrun, rank 0 holds the folder's lock by now: every rank reads the state it will continue
         if state_file.exists():
             if not resume:
                 raise ConnectomeError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
