@@ -120,7 +120,9 @@ def _decode(base: Dataset, indices: list[int], geometric: Geometric, workers: in
             images[done:done + len(y)], labels[done:done + len(y)] = x, y
             done += len(y)
             bar.update(len(y))
-    except RuntimeError as e:  # default_collate cannot stack images of different sizes
+    except RuntimeError as e:
+        if "equal size" not in str(e):
+            raise
         raise ConnectomeError(f"decoded images differ in size ({e}): the transform must crop to one size") from None
     bar.close()
     return images, labels

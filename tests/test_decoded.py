@@ -98,6 +98,17 @@ def test_a_file_is_decoded_once_and_keyed_by_subset_and_transform(folder, tmp_pa
     assert len(list(cache.glob("decoded-*.safetensors"))) == 4
 
 
+def test_images_of_different_sizes_are_refused(folder, tmp_path):
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import transforms as v1
+    from connectome.errors import ConnectomeError
+    tf = v1.Compose([v1.ToTensor()])  # splittable, but nothing crops the varied sizes to one
+    with pytest.raises(ConnectomeError, match="differ in size"):
+        dec.decoded(subset(ImageFolder(str(folder / "train"), transform=tf), 8, seed=0), *dec.split_transform(tf),
+                    tmp_path / "cache", "folder:x", workers=0)
+    assert not list((tmp_path / "cache").glob("decoded-*"))
+
+
 TINY_NET = '''
 import torch
 from torch import nn
