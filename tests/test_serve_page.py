@@ -53,10 +53,10 @@ def test_page_lists_the_job_and_charts_its_steps(server, browser, tmp_path):
 
     def until(condition, what):
         try:
-            return WebDriverWait(browser, 30, poll_frequency=0.2).until(condition)
+            return WebDriverWait(browser, 90, poll_frequency=0.2).until(condition)
         except TimeoutException:
             browser.save_screenshot(str(tmp_path / "timeout.png"))
-            pytest.fail(f"page: no {what} in 30 s; job {server.job(job['id'])}; screenshot {tmp_path / 'timeout.png'}")
+            pytest.fail(f"page: no {what} in 90 s; job {server.job(job['id'])}; screenshot {tmp_path / 'timeout.png'}")
 
     def chart_points():
         return int(browser.find_element(By.ID, "chart").get_attribute("data-points"))

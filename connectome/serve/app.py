@@ -1,0 +1,238 @@
+"""The HTTP API of `connectome serve` (FastAPI; its OpenAPI page is /docs).
+
+Reads are open to anyone who can reach the server (it binds to 127.0.0.1 unless told otherwise);
+every request that changes something needs the bearer token. Files are only ever served from two
+folders, by plain names checked against both the name and the resolved path.
+"""
+
+import asyncio
+import hmac
+import json
+import re
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Body, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from sse_starlette.sse import EventSourceResponse
+
+from connectome.errors import ConnectomeError
+from connectome.serve import spec as job_spec
+from connectome.serve.jobs import FINISHED, JobStore
+from connectome.serve.worker import Scheduler
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_BODY = 64 * 1024  # a job spec is a few hundred bytes
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}")
+EXAMPLE = {"command": "prune", "model": "lenet_300_100", "remove": "50%", "calib_samples": 5000}
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes (413), whether or not they declare their length."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self.limit:
+                return await too_large(scope, receive, send)
+            return await self.app(scope, receive, send)
+        # No declared length (chunked): read it here, up to the limit, then hand it on whole.
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, receive, send)  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await too_large(scope, receive, send)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def safe_file(folder: Path, name: str) -> Path:
+    """`folder/name` if it is a plain file directly inside `folder`; 404 for anything else."""
+    path = folder / name
+    if (not SAFE_NAME.fullmatch(name) or ".." in name or path.is_symlink() or not path.is_file()
+            or not path.resolve().is_relative_to(folder.resolve())):
+        raise HTTPException(404, f"no file {name!r}")
+    return path
+
+
+def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1, poll: float = 0.5) -> FastAPI:
+    root = Path(root).resolve()
+    store = JobStore(root / "jobs.sqlite")
+    scheduler = Scheduler(store, root, workers, poll)
+    weights_dir = root / "weights"
+    registry = weights_dir / "registry.json"
+
+    @asynccontextmanager
+    async def lifespan(app):
+        scheduler.start()
+        yield
+        scheduler.stop()
+
+    app = FastAPI(title="connectome", summary="Prune pretrained networks by zeroing weights: a job queue.",
+                  lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.state.store, app.state.scheduler = store, scheduler
+    bearer = HTTPBearer(auto_error=False)
+
+    def require_token(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
+            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request, exc):  # FastAPI's 422 for a body that is not a JSON object
+        return JSONResponse({"detail": "the body must be a JSON object"}, status_code=400)
+
+    def job_or_404(job_id: int) -> dict:
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return job
+
+    def describe(job: dict, detail: bool = False) -> dict:
+        last, ev = store.last_point(job["id"]), store.last_eval_point(job["id"])
+        elapsed = ((job["finished"] or time.time()) - job["started"]) if job["started"] else None
+        removed = last["removed"] if last else None
+        eta = None
+        if job["state"] == "running" and removed and job["target"] and elapsed:
+            eta = elapsed * max(0, job["target"] - removed) / removed
+        shown = ev or last
+        out = {"id": job["id"], "state": job["state"], "command": job["command"], "spec": json.loads(job["spec"]),
+               "model": job["model"], "remove": job["remove"], "target": job["target"], "prunable": job["prunable"],
+               "removed": removed, "top1": shown and shown.get("eval_top1" if ev else "top1"),
+               "loss": shown and shown.get("eval_loss" if ev else "loss"),
+               "steps": max(0, store.count_points(job["id"]) - 1), "created": job["created"],
+               "started": job["started"], "finished": job["finished"], "elapsed": elapsed, "eta": eta,
+               "error": job["error"]}
+        if detail:
+            out["points"] = store.points(job["id"])
+            folder = scheduler.run_dir(job["id"])
+            files = sorted(folder.iterdir()) if job["state"] == "done" and folder.is_dir() else []
+            out["files"] = [{"name": f.name, "size": f.stat().st_size, "url": f"/api/jobs/{job['id']}/files/{f.name}"}
+                            for f in files if f.is_file() and not f.name.startswith(".") and f.name != "state.safetensors"]
+        return out
+
+    # --- the page -------------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    @app.get("/api/jobs")
+    def list_jobs() -> dict:
+        return {"jobs": [describe(j) for j in store.all()]}
+
+    @app.post("/api/jobs", status_code=201, dependencies=[Depends(require_token)])
+    def submit(body: dict[str, Any] = Body(..., examples=[EXAMPLE])) -> dict:
+        """Queue a prune job: the fields are `connectome prune`'s flags with underscores, or a `recipe`."""
+        try:
+            job = job_spec.parse(body, policy)
+        except ConnectomeError as e:
+            raise HTTPException(400, str(e)) from None
+        job_id = store.add("prune", job.spec, job.argv, job.model, job.remove)
+        return describe(store.get(job_id))
+
+    @app.get("/api/jobs/{job_id}")
+    def get_job(job_id: int) -> dict:
+        return describe(job_or_404(job_id), detail=True)
+
+    @app.post("/api/jobs/{job_id}/cancel", dependencies=[Depends(require_token)])
+    def cancel(job_id: int) -> dict:
+        job = job_or_404(job_id)
+        if not scheduler.cancel(job_id):
+            raise HTTPException(409, f"job {job_id} has already ended ({store.get(job_id)['state']})")
+        return describe(store.get(job["id"]))
+
+    @app.get("/api/jobs/{job_id}/files/{name}")
+    def job_file(job_id: int, name: str):
+        job_or_404(job_id)
+        return FileResponse(safe_file(scheduler.run_dir(job_id), name))
+
+    @app.get("/api/jobs/{job_id}/events")
+    async def events(job_id: int, request: Request):
+        """Server-sent events: `step` per accepted step, `state` on changes, `end` when the job ends."""
+        job_or_404(job_id)
+        last_id = request.headers.get("last-event-id", "")
+        after = int(last_id) if last_id.isdigit() else -1
+
+        async def stream():
+            nonlocal after
+            shown = None
+            while True:
+                job = store.get(job_id)  # read before the points: a finished job's points are all stored
+                summary = describe(job)
+                key = {k: v for k, v in summary.items() if k not in ("elapsed", "eta")}
+                if key != shown:  # once at the start, then on every change
+                    yield {"event": "state", "data": json.dumps(summary)}
+                    shown = key
+                for p in store.points(job_id, after):
+                    yield {"event": "step", "id": str(p["step"]), "data": json.dumps(p)}
+                    after = p["step"]
+                if job["state"] in FINISHED:
+                    yield {"event": "end", "data": json.dumps(summary)}
+                    return
+                await asyncio.sleep(poll)
+
+        return EventSourceResponse(stream(), ping=15)
+
+    @app.post("/api/jobs/{job_id}/publish", status_code=201, dependencies=[Depends(require_token)])
+    def publish(job_id: int, body: dict[str, Any] = Body(..., examples=[{"name": "lenet_300_100.my_tag"}])) -> dict:
+        """Publish a finished run into the served registry, as hash-named files under /weights/."""
+        from connectome.weights import publish as publish_run
+
+        job = job_or_404(job_id)
+        if job["state"] != "done":
+            raise HTTPException(409, f"job {job_id} is {job['state']}, not done")
+        if not isinstance(body.get("name"), str):
+            raise HTTPException(400, "give the weights a name: {\"name\": \"arch.tag\"}")
+        try:
+            return publish_run(scheduler.run_dir(job_id), body["name"], registry=registry)
+        except ConnectomeError as e:
+            raise HTTPException(400, str(e)) from None
+
+    # --- weights --------------------------------------------------------------------------------
+
+    @app.get("/api/weights")
+    def list_weights() -> dict:
+        from connectome.weights import read_registry
+
+        entries, _ = read_registry(registry) if registry.is_file() else ({}, None)
+        rows = []
+        for name, e in entries.items():
+            (dataset, m), = e["meta"]["_metrics"].items()
+            rows.append({"name": name, "base": e["base"]["model"], "removed": e["removed"], "sparsity": e["sparsity"],
+                         "top1": m["acc@1"], "dataset": dataset, "size": e["size"],
+                         "url": f"/weights/{Path(e['url']).name}", "mask_url": f"/weights/{Path(e['mask']['url']).name}"})
+        return {"weights": rows}
+
+    @app.get("/weights/{name}")
+    def weights_file(name: str):
+        return FileResponse(safe_file(weights_dir, name))
+
+    return app

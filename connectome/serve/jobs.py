@@ -1,0 +1,109 @@
+"""The job store: one SQLite file under the server's root.
+
+SQLite is the embedded default (nothing to install) and its transactions are atomic, so a server
+killed at any moment finds every job as last committed. Points are the accepted steps of a run, copied
+from its run folder as they appear; the run folder stays the source of truth for the result.
+"""
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    command TEXT NOT NULL,
+    spec TEXT NOT NULL,           -- the submitted JSON, without "command"
+    argv TEXT NOT NULL,           -- the validated `connectome prune` arguments
+    model TEXT NOT NULL,          -- as resolved (the spec may name only a recipe)
+    remove TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    pid INTEGER,
+    target INTEGER,
+    prunable INTEGER,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS points (
+    job INTEGER NOT NULL REFERENCES jobs(id),
+    step INTEGER NOT NULL,
+    point TEXT NOT NULL,
+    PRIMARY KEY (job, step)
+);
+"""
+
+
+class JobStore:
+    """Thread-safe access to the jobs database (one connection, serialised by a lock)."""
+
+    def __init__(self, path: Path):
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.lock = threading.Lock()
+        with self.lock:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+
+    def _exec(self, sql: str, args=()) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
+
+    def add(self, command: str, spec: dict, argv: list[str], model: str, remove: str) -> int:
+        with self.lock:
+            cur = self.db.execute("INSERT INTO jobs (command, spec, argv, model, remove, state, created) "
+                                  "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
+                                  (command, json.dumps(spec), json.dumps(argv), model, remove, time.time()))
+            return cur.lastrowid
+
+    def get(self, job_id: int) -> dict | None:
+        rows = self._exec("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return dict(rows[0]) if rows else None
+
+    def all(self) -> list[dict]:
+        return [dict(r) for r in self._exec("SELECT * FROM jobs ORDER BY id DESC")]
+
+    def in_state(self, state: str) -> list[dict]:
+        return [dict(r) for r in self._exec("SELECT * FROM jobs WHERE state = ? ORDER BY id", (state,))]
+
+    def update(self, job_id: int, **fields) -> None:
+        if "state" in fields and fields["state"] not in STATES:
+            raise ValueError(f"unknown state {fields['state']!r}")
+        names = ", ".join(f"{k} = ?" for k in fields)
+        self._exec(f"UPDATE jobs SET {names} WHERE id = ?", (*fields.values(), job_id))
+
+    def transition(self, job_id: int, from_states: tuple[str, ...], **fields) -> bool:
+        """Update only if the job is in one of `from_states` (so cancel and finish cannot race)."""
+        names = ", ".join(f"{k} = ?" for k in fields)
+        marks = ", ".join("?" for _ in from_states)
+        with self.lock:
+            cur = self.db.execute(f"UPDATE jobs SET {names} WHERE id = ? AND state IN ({marks})",
+                                  (*fields.values(), job_id, *from_states))
+            return cur.rowcount == 1
+
+    def add_points(self, job_id: int, points: list[dict]) -> None:
+        with self.lock:
+            self.db.executemany("INSERT OR REPLACE INTO points (job, step, point) VALUES (?, ?, ?)",
+                                [(job_id, p["step"], json.dumps(p)) for p in points])
+
+    def points(self, job_id: int, after_step: int = -1) -> list[dict]:
+        rows = self._exec("SELECT point FROM points WHERE job = ? AND step > ? ORDER BY step", (job_id, after_step))
+        return [json.loads(r["point"]) for r in rows]
+
+    def count_points(self, job_id: int) -> int:
+        return self._exec("SELECT COUNT(*) AS n FROM points WHERE job = ?", (job_id,))[0]["n"]
+
+    def last_point(self, job_id: int) -> dict | None:
+        rows = self._exec("SELECT point FROM points WHERE job = ? ORDER BY step DESC LIMIT 1", (job_id,))
+        return json.loads(rows[0]["point"]) if rows else None
+
+    def last_eval_point(self, job_id: int) -> dict | None:
+        rows = self._exec("SELECT point FROM points WHERE job = ? AND json_extract(point, '$.eval_top1') IS NOT NULL "
+                          "ORDER BY step DESC LIMIT 1", (job_id,))
+        return json.loads(rows[0]["point"]) if rows else None

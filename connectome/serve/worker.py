@@ -1,0 +1,200 @@
+"""Runs jobs: each one is a child `connectome prune --out=RUN --resume --quiet ...` process.
+
+A job runs exactly what the command line runs, so the service adds no second pruning path. Because
+it always runs with `--resume`, a job whose server died is simply started again: the run continues
+from its last saved step and ends with the mask an uninterrupted run would have. Progress is read
+from the run folder's state file, which the run rewrites atomically after every step.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from connectome.checkpoint import read_metadata
+from connectome.serve.jobs import JobStore
+
+LOG_TAIL = 20  # lines of a failed job's log kept as its error
+
+
+def point_of(row: dict) -> dict:
+    """A curve point of the API from an accepted row of the run's log."""
+    return {"step": row["step"], "removed": row["removed"], "top1": row.get("accept_top1"),
+            "loss": row.get("accept_loss"), "eval_top1": row.get("eval_top1"), "eval_loss": row.get("eval_loss"),
+            "seconds": row.get("seconds")}
+
+
+def _processes_of(run_dir: Path) -> list[int]:
+    """Pids whose command line writes `run_dir` (a worker left over from a server killed with -9,
+    and under torchrun its ranks too)."""
+    needle = f"--out={run_dir}".encode() + b"\0"  # arguments end with NUL
+    pids = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+class Scheduler:
+    """Starts queued jobs while fewer than `workers` run, follows them, and records how they end."""
+
+    def __init__(self, store: JobStore, root: Path, workers: int = 1, poll: float = 0.5):
+        self.store, self.root, self.workers, self.poll = store, root, workers, poll
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.seen: dict[int, float] = {}  # state file mtime already copied, per job
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def run_dir(self, job_id: int) -> Path:
+        return self.root / "runs" / str(job_id)
+
+    def log_path(self, job_id: int) -> Path:
+        return self.root / "logs" / f"{job_id}.log"
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        self.thread = threading.Thread(target=self._loop, name="connectome-scheduler", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop following; children are stopped and their jobs stay `running`, to resume at the next start."""
+        self.stop_event.set()
+        if self.thread:
+            self.thread.join()
+        for proc in self.procs.values():
+            _signal_group(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+
+    def recover(self) -> None:
+        """Jobs left `running` by a server that died: end any worker still writing their run folder,
+        then queue them first, to continue with --resume."""
+        for job in self.store.in_state("running"):
+            pids = _processes_of(self.run_dir(job["id"]))
+            for pid in pids:
+                _kill(pid)
+            deadline = time.time() + 30
+            while _processes_of(self.run_dir(job["id"])) and time.time() < deadline:
+                time.sleep(0.1)
+            self.store.update(job["id"], state="queued", pid=None)
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.tick()
+            except Exception as e:  # a scheduler that dies silently loses every job after it
+                print(f"scheduler: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            self.stop_event.wait(self.poll)
+
+    def tick(self) -> None:
+        for job_id, proc in list(self.procs.items()):
+            self.follow(job_id)
+            rc = proc.poll()
+            if rc is not None:
+                del self.procs[job_id]
+                self._finished(job_id, rc)
+        if len(self.procs) < self.workers:
+            # Jobs started before a restart go first, then the queue in order of submission.
+            queued = sorted(self.store.in_state("queued"), key=lambda j: (j["started"] is None, j["id"]))
+            for job in queued[:self.workers - len(self.procs)]:
+                self._launch(job)
+
+    # --- one job --------------------------------------------------------------------------------
+
+    def command(self, job: dict) -> list[str]:
+        argv = json.loads(job["argv"])
+        nproc = json.loads(job["spec"]).get("nproc_per_node", 1)
+        launcher = [sys.executable, "-m", "connectome"]
+        if nproc > 1:  # torch's own launcher; ranks split the statistics and evaluation
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                        "-m", "connectome"]
+        # The server's flags come first: the job's arguments may end with `-- MODEL`.
+        return [*launcher, "prune", f"--out={self.run_dir(job['id'])}", "--resume", "--quiet", *argv]
+
+    def _launch(self, job: dict) -> None:
+        job_id = job["id"]
+        log = self.log_path(job_id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as f:
+            f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} starting job {job_id}\n".encode())
+            f.flush()
+            # A session of its own: cancel signals the whole group (torchrun and its ranks).
+            proc = subprocess.Popen(self.command(job), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=self.root, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if not self.store.transition(job_id, ("queued",), state="running", pid=proc.pid,
+                                     started=job["started"] or time.time()):
+            _signal_group(proc.pid, signal.SIGKILL)  # cancelled in the meantime
+            proc.wait()
+            return
+        self.procs[job_id] = proc
+
+    def follow(self, job_id: int) -> None:
+        """Copy the run's new accepted steps into the store (when its state file changed)."""
+        state = self.run_dir(job_id) / "state.safetensors"
+        try:
+            mtime = state.stat().st_mtime_ns
+            if self.seen.get(job_id) == mtime:
+                return
+            meta = read_metadata(state)
+        except (OSError, ValueError):
+            return  # not written yet, or replaced while read: next tick
+        self.seen[job_id] = mtime
+        loop = json.loads(meta.get("loop", "{}"))
+        if "target" in loop:
+            self.store.update(job_id, target=loop["target"], prunable=loop["prunable"])
+        last = self.store.last_point(job_id)
+        after = last["step"] if last else -1
+        new = [point_of(r) for r in json.loads(meta.get("log", "[]")) if r["accepted"] and r["step"] > after]
+        if new:
+            self.store.add_points(job_id, new)
+
+    def _finished(self, job_id: int, rc: int) -> None:
+        now = time.time()
+        if rc == 0 and (self.run_dir(job_id) / "manifest.json").is_file():
+            self.store.transition(job_id, ("running",), state="done", finished=now, pid=None)
+        elif not self.store.transition(job_id, ("running",), state="failed", finished=now, pid=None,
+                                       error=self.log_tail(job_id) or f"exit code {rc}"):
+            self.store.update(job_id, pid=None)  # cancelled: it stays so
+
+    def log_tail(self, job_id: int) -> str:
+        try:
+            lines = self.log_path(job_id).read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(line for line in lines[-LOG_TAIL:] if line.strip())
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a queued or running job; False if it had already ended."""
+        job = self.store.get(job_id)
+        if job is None or not self.store.transition(job_id, ("queued", "running"), state="cancelled", finished=time.time()):
+            return False
+        if job["pid"]:
+            _signal_group(job["pid"], signal.SIGTERM)
+        return True
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
