@@ -125,8 +125,8 @@ def train(recipe, out, epochs, device):
 from connectome.cli_compare import compare  # noqa: E402
 from connectome.cli_lottery import lottery  # noqa: E402
 from connectome.cli_prune import prune, verify  # noqa: E402
-from connectome.cli_serve import cancel, jobs, serve, submit  # noqa: E402
+from connectome.cli_serve import cancel, download, jobs, serve, submit  # noqa: E402
 from connectome.cli_weights import weights  # noqa: E402
 
-for command in (prune, verify, compare, weights, lottery, serve, submit, jobs, cancel):
+for command in (prune, verify, compare, weights, lottery, serve, submit, jobs, cancel, download):
     main.add_command(command)

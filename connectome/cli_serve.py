@@ -223,3 +223,25 @@ def cancel(job_id, server, token, token_file):
     with _client(server, _token(token, token_file)) as client:
         job = _request(client, "POST", f"/api/jobs/{job_id}/cancel")
     click.echo(f"job {job['id']}: {job['state']}")
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder (default: runs/job-<ID>).")
+@with_server_options
+def download(job_id, out, server, token, token_file):
+    """Download a finished job's run folder (model, mask, curve, manifest) from a server."""
+    from connectome.checkpoint import atomic_path
+
+    out = Path(out or f"runs/job-{job_id}")
+    with _client(server, _token(token, token_file)) as client:
+        job = _request(client, "GET", f"/api/jobs/{job_id}")
+        if job["state"] != "done":
+            raise ConnectomeError(f"job {job_id} is {job['state']}: only a finished job has files")
+        for f in job["files"]:
+            with atomic_path(out / Path(f["name"]).name) as tmp, client.stream("GET", f["url"]) as r:
+                r.raise_for_status()
+                with open(tmp, "wb") as fh:
+                    for chunk in r.iter_bytes():
+                        fh.write(chunk)
+            click.echo(f"  {out / f['name']} ({f['size']:,} bytes)")

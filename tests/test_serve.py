@@ -233,7 +233,7 @@ def test_publish_then_pull_and_torch_hub(server, data_root, tmp_path, monkeypatc
     assert all(torch.equal(state[k], run_state[k]) for k in run_state)
 
 
-def test_cli_client_submit_follow_jobs_cancel(server, data_root):
+def test_cli_client_submit_follow_jobs_download_cancel(server, data_root, tmp_path):
     args = ["--server", server.url, "--token", server.token]
     spec = small(data_root)
     r = CliRunner().invoke(main, ["submit", *args, "prune", spec["model"], "--remove", "1%", "--data", spec["data"],
@@ -243,6 +243,9 @@ def test_cli_client_submit_follow_jobs_cancel(server, data_root):
     assert server.job(job_id)["state"] == "done" and server.job(job_id)["spec"]["remove"] == "1%"
     r = CliRunner().invoke(main, ["jobs", "--server", server.url])
     assert r.exit_code == 0 and any(line.split()[:2] == [str(job_id), "done"] for line in r.output.splitlines())
+    r = CliRunner().invoke(main, ["download", str(job_id), "--server", server.url, "--out", str(tmp_path / "got")])
+    assert r.exit_code == 0, r.output
+    assert Mask.load(tmp_path / "got" / "mask.safetensors") == Mask.load(server.root / "runs" / str(job_id) / "mask.safetensors")
     r = CliRunner().invoke(main, ["cancel", str(job_id), *args])
     assert r.exit_code == 2 and "409" in r.output
     r = CliRunner().invoke(main, ["submit", "--server", server.url, "--token", "nope", "prune", "lenet_300_100", "--remove", "1%"])
@@ -272,3 +275,18 @@ def test_kill_9_and_restart_finishes_the_job_identically(tmp_path, data_root):
     assert same_mask(served, cli_run(tmp_path / "cli", data_root, spec))
     steps = [p["step"] for p in final["points"]]
     assert steps == sorted(set(steps))
+
+
+def test_a_job_with_nproc_per_node_runs_under_torchrun(tmp_path, data_root):
+    """nproc_per_node launches the job with torchrun; its ranks end with the single-process mask."""
+    spec = small(data_root)
+    server = Server(tmp_path / "serve", "--data-root", str(data_root), "--max-nproc", "2")
+    try:
+        job = server.wait(server.submit(**spec, nproc_per_node=2)["id"])
+        assert job["state"] == "done", job["error"]
+    finally:
+        server.stop()
+    log = server.root.joinpath("logs", f"{job['id']}.log").read_text()
+    assert "-m torch.distributed.run --standalone --nproc_per_node=2 -m connectome prune" in log
+    served = Mask.load(server.root / "runs" / str(job["id"]) / "mask.safetensors")
+    assert same_mask(served, cli_run(tmp_path / "cli", data_root, spec))

@@ -8,6 +8,7 @@ from the run folder's state file, which the run rewrites atomically after every 
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -128,11 +129,12 @@ class Scheduler:
         job_id = job["id"]
         log = self.log_path(job_id)
         log.parent.mkdir(parents=True, exist_ok=True)
+        command = self.command(job)
         with open(log, "ab") as f:
-            f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} starting job {job_id}\n".encode())
+            f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} starting job {job_id}: {shlex.join(command)}\n".encode())
             f.flush()
             # A session of its own: cancel signals the whole group (torchrun and its ranks).
-            proc = subprocess.Popen(self.command(job), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=self.root, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if not self.store.transition(job_id, ("queued",), state="running", pid=proc.pid,
                                      started=job["started"] or time.time()):
