@@ -63,9 +63,10 @@ def serve(root, host, port, token_file, workers, data_root, allow_user_code, max
     root.mkdir(parents=True, exist_ok=True)
     token_path = Path(token_file) if token_file else root / "token"
     token, created = read_or_create_token(token_path)
+    import torch
+    gpus = torch.cuda.device_count()
     if max_nproc is None:
-        import torch
-        max_nproc = max(1, torch.cuda.device_count())
+        max_nproc = max(1, gpus)
     policy = Policy(allow_user_code, tuple(Path(r).resolve() for r in data_root), max_nproc)
     # Bind here, so that --port 0 can print the port it got before the server starts.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -77,7 +78,7 @@ def serve(root, host, port, token_file, workers, data_root, allow_user_code, max
         raise ConnectomeError(f"cannot listen on {host}:{port} ({e.strerror})") from None
     sock.listen(2048)  # connections made while the server starts wait in the backlog, not refused
     port = sock.getsockname()[1]
-    app = create_app(root, token, policy, workers)
+    app = create_app(root, token, policy, workers, gpus=gpus)
     click.echo(f"token {'written to' if created else 'read from'} {token_path}", err=True)
     click.echo(f"serving on http://{host if family == socket.AF_INET else f'[{host}]'}:{port}  (root {root})", err=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)

@@ -3,6 +3,7 @@
 import http.client
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -290,3 +291,14 @@ def test_a_job_with_nproc_per_node_runs_under_torchrun(tmp_path, data_root):
     assert "-m torch.distributed.run --standalone --nproc_per_node=2 -m connectome prune" in log
     served = Mask.load(server.root / "runs" / str(job["id"]) / "mask.safetensors")
     assert same_mask(served, cli_run(tmp_path / "cli", data_root, spec))
+
+
+def test_openapi_page_is_served_without_internet(server):
+    html = server.request("GET", "/docs", token=None).text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(a.startswith("/static/") or a.startswith("data:") for a in assets), assets
+    for a in assets:
+        if a.startswith("/static/"):
+            assert server.request("GET", a, token=None).status_code == 200, a
+    paths = server.request("GET", "/openapi.json", token=None).json()["paths"]
+    assert {"/api/jobs", "/api/jobs/{job_id}/events", "/api/weights"} <= set(paths)

@@ -78,10 +78,11 @@ def safe_file(folder: Path, name: str) -> Path:
     return path
 
 
-def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1, poll: float = 0.5) -> FastAPI:
+def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1, poll: float = 0.5,
+               gpus: int = 0) -> FastAPI:
     root = Path(root).resolve()
     store = JobStore(root / "jobs.sqlite")
-    scheduler = Scheduler(store, root, workers, poll)
+    scheduler = Scheduler(store, root, workers, poll, gpus)
     weights_dir = root / "weights"
     registry = weights_dir / "registry.json"
 
@@ -92,7 +93,7 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
         scheduler.stop()
 
     app = FastAPI(title="connectome", summary="Prune pretrained networks by zeroing weights: a job queue.",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.state.store, app.state.scheduler = store, scheduler
     bearer = HTTPBearer(auto_error=False)
@@ -141,6 +142,14 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():  # FastAPI's OpenAPI page, with its assets served from here: a team server may be offline
+        from fastapi.openapi.docs import get_swagger_ui_html
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="connectome API",
+                                   swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+                                   swagger_favicon_url="data:,")
 
     # --- jobs -----------------------------------------------------------------------------------
 

@@ -47,8 +47,13 @@ def _processes_of(run_dir: Path) -> list[int]:
 class Scheduler:
     """Starts queued jobs while fewer than `workers` run, follows them, and records how they end."""
 
-    def __init__(self, store: JobStore, root: Path, workers: int = 1, poll: float = 0.5):
+    def __init__(self, store: JobStore, root: Path, workers: int = 1, poll: float = 0.5, gpus: int = 0):
         self.store, self.root, self.workers, self.poll = store, root, workers, poll
+        # GPUs are handed out whole: a job gets `nproc_per_node` of them (one without torchrun), named
+        # as the server sees them, so that a server started with CUDA_VISIBLE_DEVICES=2,3 uses 2 and 3.
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.devices = visible.split(",")[:gpus] if visible else [str(i) for i in range(gpus)]
+        self.gpus_of: dict[int, list[str]] = {}
         self.procs: dict[int, subprocess.Popen] = {}
         self.seen: dict[int, float] = {}  # state file mtime already copied, per job
         self.stop_event = threading.Event()
@@ -106,12 +111,24 @@ class Scheduler:
             rc = proc.poll()
             if rc is not None:
                 del self.procs[job_id]
+                self.gpus_of.pop(job_id, None)
                 self._finished(job_id, rc)
-        if len(self.procs) < self.workers:
-            # Jobs started before a restart go first, then the queue in order of submission.
-            queued = sorted(self.store.in_state("queued"), key=lambda j: (j["started"] is None, j["id"]))
-            for job in queued[:self.workers - len(self.procs)]:
-                self._launch(job)
+        # Jobs started before a restart go first, then the queue in order of submission.
+        queued = sorted(self.store.in_state("queued"), key=lambda j: (j["started"] is None, j["id"]))
+        for job in queued:
+            if len(self.procs) >= self.workers:
+                break
+            gpus = self._free_gpus(json.loads(job["spec"]).get("nproc_per_node", 1))
+            if gpus is None:
+                break  # first in, first out: later jobs do not overtake one waiting for GPUs
+            self._launch(job, gpus)
+
+    def _free_gpus(self, nproc: int) -> list[str] | None:
+        if not self.devices:
+            return []
+        busy = {g for gs in self.gpus_of.values() for g in gs}
+        free = [g for g in self.devices if g not in busy]
+        return free[:nproc] if len(free) >= nproc else None
 
     # --- one job --------------------------------------------------------------------------------
 
@@ -125,8 +142,11 @@ class Scheduler:
         # The server's flags come first: the job's arguments may end with `-- MODEL`.
         return [*launcher, "prune", f"--out={self.run_dir(job['id'])}", "--resume", "--quiet", *argv]
 
-    def _launch(self, job: dict) -> None:
+    def _launch(self, job: dict, gpus: list[str]) -> None:
         job_id = job["id"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         log = self.log_path(job_id)
         log.parent.mkdir(parents=True, exist_ok=True)
         command = self.command(job)
@@ -135,13 +155,14 @@ class Scheduler:
             f.flush()
             # A session of its own: cancel signals the whole group (torchrun and its ranks).
             proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=self.root, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    cwd=self.root, start_new_session=True, env=env)
         if not self.store.transition(job_id, ("queued",), state="running", pid=proc.pid,
                                      started=job["started"] or time.time()):
             _signal_group(proc.pid, signal.SIGKILL)  # cancelled in the meantime
             proc.wait()
             return
         self.procs[job_id] = proc
+        self.gpus_of[job_id] = gpus
 
     def follow(self, job_id: int) -> None:
         """Copy the run's new accepted steps into the store (when its state file changed)."""
