@@ -40,7 +40,8 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
     and NCCL reduces only device tensors)."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, objective, top-1, top-5, samples
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, objective, top-1, top-5
+    samples = 0  # counted on the host: a Python number copied to a GPU each batch would synchronise it
     kept = []
     rank, world = rank_and_size()
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress or rank, leave=False)
@@ -57,10 +58,12 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
             kept.append(objective.double())
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         sums += torch.stack([plain.double().sum(), objective.double().sum(), (top[:, 0] == y).sum().double(),
-                             (top == y[:, None]).any(dim=1).sum().double(), sums.new_tensor(len(y))])
+                             (top == y[:, None]).any(dim=1).sum().double()])
+        samples += len(y)
         bar.update(len(y) * world)
     bar.close()
     model.train(was_training)
+    sums = torch.cat([sums, sums.new_tensor([samples])])
     all_reduce_(sums)
     loss, objective, c1, c5, n = sums.tolist()
     if n == 0:

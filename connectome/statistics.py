@@ -66,7 +66,8 @@ def collect(model: torch.nn.Module, params: dict[str, torch.nn.Parameter], datas
     s1 = torch.zeros(numel, dtype=torch.float64, device=device)  # flat, in the logical order of each tensor
     s2 = torch.zeros_like(s1)
 
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # samples, batches, loss sum, correct
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, correct
+    samples = steps = 0  # counted on the host: a Python number copied to a GPU each batch would synchronise it
     was_training = model.training
     model.eval()
     device_type = torch.device(device).type
@@ -89,10 +90,11 @@ def collect(model: torch.nn.Module, params: dict[str, torch.nn.Parameter], datas
             s2.addcmul_(g, g, value=b)
             with torch.no_grad():
                 plain = loss if label_smoothing == 0 else F.cross_entropy(logits, y)
-                totals += torch.stack([totals.new_tensor(b), totals.new_tensor(1), plain.double() * b,
-                                       (logits.argmax(1) == y).sum().double()])
+                sums += torch.stack([plain.double() * b, (logits.argmax(1) == y).sum().double()])
+            samples, steps = samples + b, steps + 1
     bar.close()
     model.train(was_training)
+    totals = torch.cat([sums.new_tensor([samples, steps]), sums])  # samples, batches, loss sum, correct
     all_reduce_(s1, s2, totals)
     n, k = totals[0].item(), totals[1].item()
     if k < 2:
