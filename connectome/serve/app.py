@@ -113,20 +113,18 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
         return job
 
     def describe(job: dict, detail: bool = False) -> dict:
-        last, ev = store.last_point(job["id"]), store.last_eval_point(job["id"])
         elapsed = ((job["finished"] or time.time()) - job["started"]) if job["started"] else None
-        removed = last["removed"] if last else None
+        removed = job["removed"]
         eta = None
         if job["state"] == "running" and removed and job["target"] and elapsed:
             eta = elapsed * max(0, job["target"] - removed) / removed
-        shown = ev or last
+        evaluated = job["eval_top1"] is not None  # else the acceptance split's, measured every step
         out = {"id": job["id"], "state": job["state"], "command": job["command"], "spec": json.loads(job["spec"]),
                "model": job["model"], "remove": job["remove"], "target": job["target"], "prunable": job["prunable"],
-               "removed": removed, "top1": shown and shown.get("eval_top1" if ev else "top1"),
-               "loss": shown and shown.get("eval_loss" if ev else "loss"),
-               "steps": max(0, store.count_points(job["id"]) - 1), "created": job["created"],
-               "started": job["started"], "finished": job["finished"], "elapsed": elapsed, "eta": eta,
-               "error": job["error"]}
+               "removed": removed, "top1": job["eval_top1"] if evaluated else job["accept_top1"],
+               "loss": job["eval_loss"] if evaluated else job["accept_loss"], "steps": max(0, job["steps"] or 0),
+               "created": job["created"], "started": job["started"], "finished": job["finished"],
+               "elapsed": elapsed, "eta": eta, "error": job["error"]}
         if detail:
             out["points"] = store.points(job["id"])
             folder = scheduler.run_dir(job["id"])
@@ -154,8 +152,8 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
     # --- jobs -----------------------------------------------------------------------------------
 
     @app.get("/api/jobs")
-    def list_jobs() -> dict:
-        return {"jobs": [describe(j) for j in store.all()]}
+    def list_jobs():
+        return JSONResponse({"jobs": [describe(j) for j in store.all()]})
 
     @app.post("/api/jobs", status_code=201, dependencies=[Depends(require_token)])
     def submit(body: dict[str, Any] = Body(..., examples=[EXAMPLE])) -> dict:
@@ -168,8 +166,8 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
         return describe(store.get(job_id))
 
     @app.get("/api/jobs/{job_id}")
-    def get_job(job_id: int) -> dict:
-        return describe(job_or_404(job_id), detail=True)
+    def get_job(job_id: int):
+        return JSONResponse(describe(job_or_404(job_id), detail=True))
 
     @app.post("/api/jobs/{job_id}/cancel", dependencies=[Depends(require_token)])
     def cancel(job_id: int) -> dict:

@@ -29,7 +29,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     target INTEGER,
     prunable INTEGER,
-    error TEXT
+    error TEXT,
+    -- the latest point, kept here so that listing jobs reads one row per job
+    steps INTEGER DEFAULT 0,
+    removed INTEGER,
+    accept_top1 REAL,
+    accept_loss REAL,
+    eval_top1 REAL,
+    eval_loss REAL
 );
 CREATE TABLE IF NOT EXISTS points (
     job INTEGER NOT NULL REFERENCES jobs(id),
@@ -88,22 +95,24 @@ class JobStore:
             return cur.rowcount == 1
 
     def add_points(self, job_id: int, points: list[dict]) -> None:
-        with self.lock:
+        """Store new points (in step order) and the job's summary of them, in one transaction."""
+        last = points[-1]
+        evaluated = [p for p in points if p.get("eval_top1") is not None]
+        with self.lock, self.db:
+            self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO points (job, step, point) VALUES (?, ?, ?)",
                                 [(job_id, p["step"], json.dumps(p)) for p in points])
+            self.db.execute("UPDATE jobs SET steps = (SELECT COUNT(*) - 1 FROM points WHERE job = ?), removed = ?, "
+                            "accept_top1 = ?, accept_loss = ? WHERE id = ?",
+                            (job_id, last["removed"], last["top1"], last["loss"], job_id))
+            if evaluated:
+                self.db.execute("UPDATE jobs SET eval_top1 = ?, eval_loss = ? WHERE id = ?",
+                                (evaluated[-1]["eval_top1"], evaluated[-1]["eval_loss"], job_id))
 
     def points(self, job_id: int, after_step: int = -1) -> list[dict]:
         rows = self._exec("SELECT point FROM points WHERE job = ? AND step > ? ORDER BY step", (job_id, after_step))
         return [json.loads(r["point"]) for r in rows]
 
-    def count_points(self, job_id: int) -> int:
-        return self._exec("SELECT COUNT(*) AS n FROM points WHERE job = ?", (job_id,))[0]["n"]
-
     def last_point(self, job_id: int) -> dict | None:
         rows = self._exec("SELECT point FROM points WHERE job = ? ORDER BY step DESC LIMIT 1", (job_id,))
-        return json.loads(rows[0]["point"]) if rows else None
-
-    def last_eval_point(self, job_id: int) -> dict | None:
-        rows = self._exec("SELECT point FROM points WHERE job = ? AND json_extract(point, '$.eval_top1') IS NOT NULL "
-                          "ORDER BY step DESC LIMIT 1", (job_id,))
         return json.loads(rows[0]["point"]) if rows else None
