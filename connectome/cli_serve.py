@@ -184,6 +184,8 @@ def follow_job(client, job_id: int) -> dict:
                                  timeout=httpx.Timeout(30, read=None)) as source:
                     for event in source.iter_sse():
                         failures = 0
+                        if event.event not in ("step", "state", "end"):
+                            continue  # a keep-alive ping arrives as an empty "message"
                         data = json.loads(event.data)
                         if event.event == "step":
                             last_id = event.id

@@ -302,3 +302,24 @@ def test_openapi_page_is_served_without_internet(server):
             assert server.request("GET", a, token=None).status_code == 200, a
     paths = server.request("GET", "/openapi.json", token=None).json()["paths"]
     assert {"/api/jobs", "/api/jobs/{job_id}/events", "/api/weights"} <= set(paths)
+
+
+def test_follow_ignores_keep_alive_pings(monkeypatch):
+    """Pings (SSE comments) reach httpx-sse as empty "message" events: the client must skip them."""
+    import contextlib
+
+    from httpx_sse import ServerSentEvent
+
+    from connectome import cli_serve
+
+    end = {"state": "done", "target": 10}
+    events = [ServerSentEvent(event="step", data=json.dumps({"removed": 5, "top1": 90.0, "loss": 0.3}), id="1"),
+              ServerSentEvent(event="message", data="", id="1"),
+              ServerSentEvent(event="end", data=json.dumps(end))]
+
+    @contextlib.contextmanager
+    def fake_connect(client, method, url, **kw):
+        yield type("Source", (), {"iter_sse": lambda self: iter(events)})()
+
+    monkeypatch.setattr("httpx_sse.connect_sse", fake_connect)
+    assert cli_serve.follow_job(object(), 1) == end
