@@ -153,10 +153,15 @@ def _prune_params():
 @click.pass_context
 def submit_prune(ctx, follow, **params):
     """The flags of `connectome prune` (those given are sent; the server fills in the rest)."""
+    from connectome.serve.spec import field_name
+
     body = {"command": "prune"}
-    for name, value in params.items():
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
-            body[name] = list(value) if isinstance(value, tuple) else value
+    for p in _prune_params():
+        if ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE:
+            value = params[p.name]
+            body[field_name(p)] = list(value) if isinstance(value, tuple) else value
+    if ctx.get_parameter_source("nproc_per_node") == ParameterSource.COMMANDLINE:
+        body["nproc_per_node"] = params["nproc_per_node"]
     with _client(ctx.obj["server"], ctx.obj["token"]) as client:
         job = _request(client, "POST", "/api/jobs", json=body)
         click.echo(f"job {job['id']} queued: {job['model']}, remove {job['remove']}  ({ctx.obj['server']}/#job={job['id']})")

@@ -249,6 +249,8 @@ def test_cli_client_submit_follow_jobs_download_cancel(server, data_root, tmp_pa
     assert Mask.load(tmp_path / "got" / "mask.safetensors") == Mask.load(server.root / "runs" / str(job_id) / "mask.safetensors")
     r = CliRunner().invoke(main, ["cancel", str(job_id), *args])
     assert r.exit_code == 2 and "409" in r.output
+    r = CliRunner().invoke(main, ["submit", *args, "prune", "lenet_300_100", "--remove", "1%", "--nproc-per-node", "3"])
+    assert r.exit_code == 2 and "nproc_per_node must be an integer from 1 to 1" in r.output  # sent, and checked
     r = CliRunner().invoke(main, ["submit", "--server", server.url, "--token", "nope", "prune", "lenet_300_100", "--remove", "1%"])
     assert r.exit_code == 2 and "401" in r.output
 

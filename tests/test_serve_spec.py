@@ -10,6 +10,10 @@ def test_fields_become_flags_and_the_model_comes_last():
     argv = to_argv({"model": "-odd", "remove": "1M", "include": ["a*", "b*"], "amp": True, "seed": 3})
     assert argv == ["--remove=1M", "--include=a*", "--include=b*", "--amp", "--seed=3", "--", "-odd"]
     assert to_argv({"amp": False}) == []
+    # Fields are the long options' names, whatever the Python parameter is called.
+    assert to_argv({"compile": True, "channels_last": False}) == ["--compile", "--no-channels-last"]
+    with pytest.raises(ConnectomeError, match="unknown field 'compile_'"):
+        to_argv({"compile_": True})
 
 
 def test_parse_resolves_a_recipe_and_checks_like_prune():

@@ -41,8 +41,14 @@ def _prune_command() -> click.Command:
     return prune
 
 
+def field_name(p: click.Parameter) -> str:
+    """A flag's JSON field: its long option with underscores (`--calib-samples` -> calib_samples)."""
+    long = [o for o in p.opts if o.startswith("--")]
+    return long[0][2:].replace("-", "_") if long else p.name
+
+
 def to_argv(spec: dict) -> list[str]:
-    params = {p.name: p for p in _prune_command().params}
+    params = {field_name(p): p for p in _prune_command().params}
     argv, positional = [], []
     for key, value in spec.items():
         if key in SERVER_KEYS:
@@ -61,8 +67,8 @@ def to_argv(spec: dict) -> list[str]:
         elif getattr(p, "is_flag", False):
             if not isinstance(value, bool):
                 raise ConnectomeError(f"{key!r} is a flag: true or false")
-            if value:
-                argv.append(p.opts[0])
+            if value or p.secondary_opts:  # --channels-last / --no-channels-last
+                argv.append(p.opts[0] if value else p.secondary_opts[0])
         else:
             argv += [f"{p.opts[0]}={v}" for v in values]
     return argv + (["--", *positional] if positional else [])
