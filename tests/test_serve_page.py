@@ -47,13 +47,14 @@ def browser(monkeypatch):
 
 
 def test_page_lists_the_job_and_charts_its_steps(server, browser, tmp_path):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     def until(condition, what):
         try:
-            return WebDriverWait(browser, 90, poll_frequency=0.2).until(condition)
+            return WebDriverWait(browser, 90, poll_frequency=0.2,
+                                 ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(condition)
         except TimeoutException:
             browser.save_screenshot(str(tmp_path / "timeout.png"))
             pytest.fail(f"page: no {what} in 90 s; job {server.job(job['id'])}; screenshot {tmp_path / 'timeout.png'}")
@@ -68,8 +69,9 @@ def test_page_lists_the_job_and_charts_its_steps(server, browser, tmp_path):
     # The table lists the job with its state, as attribute and as coloured badge.
     state = until(lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-state"), "job row")
     assert state in ("queued", "running", "done")
-    badge = browser.find_element(By.CSS_SELECTOR, f"{row} .state")
-    assert badge.text in ("queued", "running", "done") and "state" in badge.get_attribute("class")
+    text, classes = browser.execute_script(  # one read: the table is re-rendered every 2 s
+        "const b = document.querySelector(arguments[0]); return [b.textContent, b.className]", f"{row} .state")
+    assert text in ("queued", "running", "done") and "state" in classes
 
     # Selected by default; its steps reach the chart (from the job, then server-sent events).
     until(lambda d: chart_points() > 1, "points on the chart")
@@ -79,8 +81,10 @@ def test_page_lists_the_job_and_charts_its_steps(server, browser, tmp_path):
 
     # On `end` the page reloads the job: the whole curve, and the files as links.
     until(lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-state") == "done", "state done")
-    links = until(lambda d: d.find_elements(By.CSS_SELECTOR, "#files a"), "file links")
-    assert "model.safetensors" in {a.text for a in links}
+    # Read in one script: the page re-renders the list, so element handles can go stale between calls.
+    links = until(lambda d: d.execute_script("return [...document.querySelectorAll('#files a')].map(a => a.textContent)"),
+                  "file links")
+    assert "model.safetensors" in links
     done = server.job(job["id"])
     assert chart_points() == len(done["points"]) == len(browser.execute_script("return window.connectomeChart.data[0]"))
     assert browser.find_element(By.ID, "summary").text == "0 running · 0 queued · 1 job"
