@@ -211,6 +211,11 @@ def test_a_crashing_job_fails_with_its_log_and_the_server_goes_on(server, data_r
     (data_root / "empty").mkdir()
     job = server.wait(server.submit(**small(data_root, data=f"mnist:{data_root / 'empty'}"))["id"])
     assert job["state"] == "failed" and "has no mnist IDX files" in job["error"]
+    log = server.request("GET", f"/api/jobs/{job['id']}/log?lines=500", token=None)
+    assert log.headers["content-type"].startswith("text/plain") and f"starting job {job['id']}: " in log.text
+    assert log.text.rstrip().endswith(job["error"].splitlines()[-1])
+    r = server.request("GET", f"/api/jobs/{job['id']}/log?lines=0", token=None)
+    assert r.status_code == 400 and r.json()["detail"].startswith("lines: ")
     assert server.wait(server.submit(**small(data_root))["id"])["state"] == "done"
 
 

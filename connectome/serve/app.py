@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from sse_starlette.sse import EventSourceResponse
@@ -103,8 +103,11 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
             raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(RequestValidationError)
-    async def malformed(request, exc):  # FastAPI's 422 for a body that is not a JSON object
-        return JSONResponse({"detail": "the body must be a JSON object"}, status_code=400)
+    async def malformed(request, exc):  # FastAPI answers 422 with a list; one clear message instead
+        e = exc.errors()[0]
+        if e["loc"][0] == "body":
+            return JSONResponse({"detail": "the body must be a JSON object"}, status_code=400)
+        return JSONResponse({"detail": f"{e['loc'][-1]}: {e['msg']}"}, status_code=400)
 
     def job_or_404(job_id: int) -> dict:
         job = store.get(job_id)
@@ -180,6 +183,12 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
     def job_file(job_id: int, name: str):
         job_or_404(job_id)
         return FileResponse(safe_file(scheduler.run_dir(job_id), name))
+
+    @app.get("/api/jobs/{job_id}/log", response_class=PlainTextResponse)
+    def job_log(job_id: int, lines: int = Query(200, ge=1, le=10000)) -> str:
+        """The last lines of the job's worker output (its `connectome prune` process, every attempt)."""
+        job_or_404(job_id)
+        return scheduler.log_tail(job_id, lines)
 
     @app.get("/api/jobs/{job_id}/events")
     async def events(job_id: int, request: Request):

@@ -192,12 +192,16 @@ class Scheduler:
                                        error=self.log_tail(job_id) or f"exit code {rc}"):
             self.store.update(job_id, pid=None)  # cancelled: it stays so
 
-    def log_tail(self, job_id: int) -> str:
+    def log_tail(self, job_id: int, lines: int = LOG_TAIL) -> str:
         try:
-            lines = self.log_path(job_id).read_text(errors="replace").splitlines()
+            with open(self.log_path(job_id), "rb") as f:  # the tail only: a long job's log can be large
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 200 * lines))
+                text = f.read().decode(errors="replace")
         except OSError:
             return ""
-        return "\n".join(line for line in lines[-LOG_TAIL:] if line.strip())
+        # tqdm redraws its bar with carriage returns: keep the last state of each line.
+        kept = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+        return "\n".join([line for line in kept if line.strip()][-lines:])
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a queued or running job; False if it had already ended."""

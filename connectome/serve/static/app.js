@@ -149,6 +149,7 @@ function showJob() {
     el("li", {}, el("a", {href: f.url, download: f.name}, f.name), " ",
       el("span", {class: "muted"}, bytes(f.size))));
   if (!files.length && !FINAL.has(j.state)) files.push(el("li", {class: "muted"}, "files appear when the job is done"));
+  if (j.started) files.push(el("li", {}, el("a", {href: `/api/jobs/${j.id}/log`}, "worker log")));
   $("#files").replaceChildren(...files);
 }
 
