@@ -73,3 +73,16 @@ def test_recover_requeues_running_jobs_first(tmp_path, fake_popen):
     s.tick()
     assert fake_popen[0].command[fake_popen[0].command.index("prune") + 1] == f"--out={tmp_path / 'runs' / str(second)}"
     assert json.loads(store.get(first)["spec"])["remove"] == "1%" and store.get(first)["state"] == "queued"
+
+
+def test_jobs_side_by_side_share_the_cores(tmp_path, fake_popen, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(worker.os, "cpu_count", lambda: 8)
+    store = JobStore(tmp_path / "jobs.sqlite")
+    add(store), add(store, nproc=2)
+    Scheduler(store, tmp_path, workers=2).tick()
+    assert [p.env["OMP_NUM_THREADS"] for p in fake_popen] == ["4", "2"]  # 8 cores / (2 workers x ranks)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the operator's choice wins
+    add(store)
+    Scheduler(store, tmp_path, workers=3).tick()
+    assert fake_popen[-1].env["OMP_NUM_THREADS"] == "3"

@@ -147,6 +147,11 @@ class Scheduler:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        if "OMP_NUM_THREADS" not in os.environ:
+            # Jobs side by side must share the cores: two torch processes that each spin a thread on
+            # every core run many times slower than one after the other.
+            ranks = self.workers * json.loads(job["spec"]).get("nproc_per_node", 1)
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // ranks))
         log = self.log_path(job_id)
         log.parent.mkdir(parents=True, exist_ok=True)
         command = self.command(job)
