@@ -330,3 +330,21 @@ def test_follow_ignores_keep_alive_pings(monkeypatch):
 
     monkeypatch.setattr("httpx_sse.connect_sse", fake_connect)
     assert cli_serve.follow_job(object(), 1) == end
+
+
+def test_a_stopped_server_leaves_running_jobs_to_resume(tmp_path, data_root):
+    """SIGTERM (Ctrl-C, a service manager) stops the workers but fails no job: the next start resumes it."""
+    import sqlite3
+
+    server = Server(tmp_path / "serve", "--data-root", str(data_root))
+    try:
+        job = server.submit(**small(data_root, remove="20%", calib_samples=2000, step=0.005, max_step=0.01))
+        server.wait(job["id"], until=lambda j: len(j["points"]) >= 2)
+        server.stop()
+        with sqlite3.connect(server.root / "jobs.sqlite") as db:
+            assert db.execute("SELECT state FROM jobs WHERE id = ?", (job["id"],)).fetchone() == ("running",)
+        assert _processes_of(server.root.resolve() / "runs" / str(job["id"])) == []  # its worker stopped too
+        server.start()
+        assert server.wait(job["id"])["state"] == "done"
+    finally:
+        server.stop()
