@@ -99,6 +99,7 @@ def test_writes_need_the_token_and_reads_do_not(server, data_root):
     ({"nproc_per_node": 64}, "nproc_per_node"),
     ({"command": "train"}, "unknown command"),
     ({"min_step": 0.5, "step": 0.1}, "step sizes"),
+    ({"data": "mnist:/tmp/\u0000x"}, "NUL"),
 ])
 def test_bad_jobs_get_400_and_queue_nothing(server, data_root, change, message):
     n = len(server.request("GET", "/api/jobs", token=None).json()["jobs"])

@@ -86,3 +86,18 @@ def test_jobs_side_by_side_share_the_cores(tmp_path, fake_popen, monkeypatch):
     add(store)
     Scheduler(store, tmp_path, workers=3).tick()
     assert fake_popen[-1].env["OMP_NUM_THREADS"] == "3"
+
+
+def test_a_job_that_cannot_start_fails_and_the_queue_goes_on(tmp_path, fake_popen, monkeypatch):
+    def popen(command, env, **kw):
+        if len(fake_popen) == 0 and not getattr(popen, "failed", False):
+            popen.failed = True
+            raise OSError("no such interpreter")
+        return FakeProcess(command, env)
+
+    monkeypatch.setattr(worker.subprocess, "Popen", popen)
+    store = JobStore(tmp_path / "jobs.sqlite")
+    first, second = add(store), add(store)
+    Scheduler(store, tmp_path, workers=1).tick()
+    assert store.get(first)["state"] == "failed" and "no such interpreter" in store.get(first)["error"]
+    assert store.get(second)["state"] == "running"

@@ -62,6 +62,8 @@ def to_argv(spec: dict) -> list[str]:
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(v, (str, int, float, bool)) for v in values) or (isinstance(value, list) and not p.multiple):
             raise ConnectomeError(f"{key!r} must be {'a list of values' if p.multiple else 'a string, number or boolean'}")
+        if any(isinstance(v, str) and "\0" in v for v in values):
+            raise ConnectomeError(f"{key!r} holds a NUL character")  # no command line or path can carry one
         if isinstance(p, click.Argument):
             positional.append(str(value))
         elif getattr(p, "is_flag", False):

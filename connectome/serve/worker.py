@@ -121,7 +121,11 @@ class Scheduler:
             gpus = self._free_gpus(json.loads(job["spec"]).get("nproc_per_node", 1))
             if gpus is None:
                 break  # first in, first out: later jobs do not overtake one waiting for GPUs
-            self._launch(job, gpus)
+            try:
+                self._launch(job, gpus)
+            except OSError as e:  # cannot start (no such interpreter, too many processes): fail it, go on
+                self.store.transition(job["id"], ("queued",), state="failed", finished=time.time(),
+                                      error=f"could not start the worker: {e}")
 
     def _free_gpus(self, nproc: int) -> list[str] | None:
         if not self.devices:
