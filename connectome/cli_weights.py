@@ -19,17 +19,16 @@ def _size(n: int) -> str:
 @registry_option
 def list_(registry):
     """The published checkpoints: name, base, removed, sparsity, top-1, file sizes."""
-    from connectome.weights import read_registry
+    from connectome.weights import read_registry, summary
 
     entries, _ = read_registry(registry)
     if not entries:
         click.echo("no published weights")
         return
     rows = [("name", "base", "removed", "sparsity", "top-1", "size", "mask")]
-    for name, e in entries.items():
-        (dataset, m), = e["meta"]["_metrics"].items()
-        rows.append((name, e["base"]["model"], f"{e['removed']:,}", f"{100 * e['sparsity']:.1f}%",
-                     f"{m['acc@1']:.2f}% {dataset}", _size(e["size"]), _size(e["mask"]["size"])))
+    for w in (summary(name, e) for name, e in entries.items()):
+        rows.append((w["name"], w["base"], f"{w['removed']:,}", f"{100 * w['sparsity']:.1f}%",
+                     f"{w['top1']:.2f}% {w['dataset']}", _size(w["size"]), _size(w["mask_size"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
@@ -58,11 +57,11 @@ def publish(run_dir, name, url_base, registry, license_, replace):
     """Add a run folder's pruned model and mask to a registry, as hash-named files beside it."""
     from pathlib import Path
 
-    from connectome.weights import REGISTRY, publish as publish_run
+    from connectome.weights import REGISTRY, publish as publish_run, summary
 
     e = publish_run(run_dir, name, url_base, registry, license_, replace)
-    (dataset, m), = e["meta"]["_metrics"].items()
+    w = summary(name, e)
     folder = Path(registry or REGISTRY).parent
-    click.echo(f"{name}: {e['removed']:,} of {e['prunable']:,} removed ({100 * e['sparsity']:.1f}%), "
-               f"top-1 {m['acc@1']:.2f}% on {dataset}\n  {folder / Path(e['url']).name} ({_size(e['size'])})\n"
-               f"  {folder / Path(e['mask']['url']).name} ({_size(e['mask']['size'])})")
+    click.echo(f"{name}: {w['removed']:,} of {e['prunable']:,} removed ({100 * w['sparsity']:.1f}%), "
+               f"top-1 {w['top1']:.2f}% on {w['dataset']}\n  {folder / Path(w['url']).name} ({_size(w['size'])})\n"
+               f"  {folder / Path(w['mask_url']).name} ({_size(w['mask_size'])})")

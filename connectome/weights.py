@@ -80,6 +80,14 @@ def read_registry(registry: str | Path | None = None) -> tuple[dict[str, dict], 
     return data["weights"], _parent(source)
 
 
+def summary(name: str, entry: dict) -> dict:
+    """One line of the registry, as `connectome weights list` and the service's /api/weights show it."""
+    (dataset, metrics), = entry["meta"]["_metrics"].items()
+    return {"name": name, "base": entry["base"]["model"], "removed": entry["removed"], "sparsity": entry["sparsity"],
+            "top1": metrics["acc@1"], "dataset": dataset, "size": entry["size"], "mask_size": entry["mask"]["size"],
+            "url": entry["url"], "mask_url": entry["mask"]["url"]}
+
+
 def _parent(source: str) -> str:
     return urllib.parse.urljoin(source, ".") if _is_url(source) else str(Path(source).parent)
 

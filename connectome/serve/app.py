@@ -236,15 +236,12 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
 
     @app.get("/api/weights")
     def list_weights() -> dict:
-        from connectome.weights import read_registry
+        from connectome.weights import read_registry, summary
 
         entries, _ = read_registry(registry) if registry.is_file() else ({}, None)
-        rows = []
-        for name, e in entries.items():
-            (dataset, m), = e["meta"]["_metrics"].items()
-            rows.append({"name": name, "base": e["base"]["model"], "removed": e["removed"], "sparsity": e["sparsity"],
-                         "top1": m["acc@1"], "dataset": dataset, "size": e["size"],
-                         "url": f"/weights/{Path(e['url']).name}", "mask_url": f"/weights/{Path(e['mask']['url']).name}"})
+        rows = [summary(name, e) for name, e in entries.items()]
+        for w in rows:  # where this server hosts the files
+            w["url"], w["mask_url"] = (f"/weights/{Path(w[k]).name}" for k in ("url", "mask_url"))
         return {"weights": rows}
 
     @app.get("/weights/{name}")
