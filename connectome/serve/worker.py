@@ -29,6 +29,11 @@ def point_of(row: dict) -> dict:
             "seconds": row.get("seconds")}
 
 
+def nproc_of(job: dict) -> int:
+    """Ranks a job runs on (its spec's nproc_per_node; one process without torchrun)."""
+    return json.loads(job["spec"]).get("nproc_per_node", 1)
+
+
 def _processes_of(run_dir: Path) -> list[int]:
     """Pids whose command line writes `run_dir` (a worker left over from a server killed with -9,
     and under torchrun its ranks too)."""
@@ -118,7 +123,7 @@ class Scheduler:
         for job in queued:
             if len(self.procs) >= self.workers:
                 break
-            gpus = self._free_gpus(json.loads(job["spec"]).get("nproc_per_node", 1))
+            gpus = self._free_gpus(nproc_of(job))
             if gpus is None:
                 break  # first in, first out: later jobs do not overtake one waiting for GPUs
             try:
@@ -137,8 +142,7 @@ class Scheduler:
     # --- one job --------------------------------------------------------------------------------
 
     def command(self, job: dict) -> list[str]:
-        argv = json.loads(job["argv"])
-        nproc = json.loads(job["spec"]).get("nproc_per_node", 1)
+        argv, nproc = json.loads(job["argv"]), nproc_of(job)
         launcher = [sys.executable, "-m", "connectome"]
         if nproc > 1:  # torch's own launcher; ranks split the statistics and evaluation
             launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -154,7 +158,7 @@ class Scheduler:
         if "OMP_NUM_THREADS" not in os.environ:
             # Jobs side by side must share the cores: two torch processes that each spin a thread on
             # every core run many times slower than one after the other.
-            ranks = self.workers * json.loads(job["spec"]).get("nproc_per_node", 1)
+            ranks = self.workers * nproc_of(job)
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // ranks))
         log = self.log_path(job_id)
         log.parent.mkdir(parents=True, exist_ok=True)
