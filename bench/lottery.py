@@ -34,9 +34,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connectome.checkpoint import write_text  # noqa: E402
-from connectome.cli_lottery import plot, settings_from  # noqa: E402
-from connectome.lottery import Lottery  # noqa: E402
+from connectome.io import write_text  # noqa: E402
+from connectome.cli.lottery import plot, settings_from  # noqa: E402
+from connectome.lottery.experiment import Lottery  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TITLE = ("LeNet-300-100 on {data}, lottery tickets (Adam 1.2e-3, batch 60, {iterations:,} iterations/level, "

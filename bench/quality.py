@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import provenance  # noqa: E402
 
-from connectome.compare import compare, table  # noqa: E402
-from connectome.prune import PruneSettings  # noqa: E402
+from connectome.pruning.compare import compare, table  # noqa: E402
+from connectome.pruning.run import PruneSettings  # noqa: E402
 
 # Per model: the largest count, grid points, seeds and data sizes. The evaluation split is the whole test set.
 SETUPS = {

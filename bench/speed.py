@@ -33,7 +33,7 @@ CUDA_BATCHES = {"lenet_300_100": 160, "mobilenet_v3_small_fmnist": 40, "mobilene
 
 
 def build(name: str):
-    from connectome.models import load_model
+    from connectome.models.load import load_model
     if name == "mobilenet_v3_large":
         from torchvision.models import mobilenet_v3_large
         return mobilenet_v3_large()  # random weights: speed does not depend on their values
@@ -41,10 +41,10 @@ def build(name: str):
 
 
 def measure(name: str, case: str, batch: int, images: int, device: str, channels_last: bool, compile_: bool) -> dict:
-    from connectome.data import ImageTensors, batches
+    from connectome.data.datasets import ImageTensors, batches
     from connectome.evaluate import evaluate
-    from connectome.prune import FlatWeights, prunable_parameters
-    from connectome.statistics import collect
+    from connectome.pruning.run import FlatWeights, prunable_parameters
+    from connectome.pruning.statistics import collect
 
     torch.manual_seed(0)
     model = build(name).to(device).eval()
@@ -71,7 +71,7 @@ def measure(name: str, case: str, batch: int, images: int, device: str, channels
 
     def step(ds):
         # One full step as the loop takes it: statistics, global scores, top-k, write, acceptance pass.
-        from connectome import criteria
+        from connectome.pruning import criteria
         s = collect(net, params, ds, batch, device, autocast_dtype=amp, channels_last=channels_last)
         flat = FlatWeights(params)
         w = flat.split(flat.base)

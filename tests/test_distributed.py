@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from connectome.checkpoint import read_metadata
-from connectome.data import ImageTensors
-from connectome.mask import Mask
+from connectome.io import read_metadata
+from connectome.data.datasets import ImageTensors
+from connectome.pruning.mask import Mask
 
 
 def tiny_setup():
@@ -29,7 +29,7 @@ def tiny_setup():
 
 def _worker(rank, world, init_file, out_dir):
     from connectome.evaluate import evaluate
-    from connectome.statistics import collect
+    from connectome.pruning.statistics import collect
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     model, params, data = tiny_setup()
     stats = collect(model, params, data, batch_size=16)  # 13 batches: ranks get 7 and 6
@@ -42,7 +42,7 @@ def _worker(rank, world, init_file, out_dir):
 
 def test_all_reduced_statistics_equal_a_single_process(tmp_path):
     from connectome.evaluate import evaluate
-    from connectome.statistics import collect
+    from connectome.pruning.statistics import collect
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     got = torch.load(tmp_path / "dist.pt")
     model, params, data = tiny_setup()

@@ -220,7 +220,7 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
     @app.post("/api/jobs/{job_id}/publish", status_code=201, dependencies=[Depends(require_token)])
     def publish(job_id: int, body: dict[str, Any] = Body(..., examples=[{"name": "lenet_300_100.my_tag"}])) -> dict:
         """Publish a finished run into the served registry, as hash-named files under /weights/."""
-        from connectome.weights import publish as publish_run
+        from connectome.weights.registry import publish as publish_run
 
         job = job_or_404(job_id)
         if job["state"] != "done":
@@ -236,7 +236,7 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
 
     @app.get("/api/weights")
     def list_weights() -> dict:
-        from connectome.weights import read_registry, summary
+        from connectome.weights.registry import read_registry, summary
 
         entries, _ = read_registry(registry) if registry.is_file() else ({}, None)
         rows = [summary(name, e) for name, e in entries.items()]

@@ -37,7 +37,7 @@ class Job:
 
 
 def _prune_command() -> click.Command:
-    from connectome.cli_prune import prune
+    from connectome.cli.prune import prune
     return prune
 
 
@@ -78,8 +78,8 @@ def to_argv(spec: dict) -> list[str]:
 
 def parse(body, policy: Policy) -> Job:
     """Validate a submitted body; raise ConnectomeError with one clear message."""
-    from connectome.cli_prune import settings_from
-    from connectome.prune import check_settings
+    from connectome.cli.prune import settings_from
+    from connectome.pruning.run import check_settings
 
     if not isinstance(body, dict):
         raise ConnectomeError("the body must be a JSON object")
@@ -105,7 +105,7 @@ def parse(body, policy: Policy) -> Job:
 
 
 def _check_model(model: str, policy: Policy) -> None:
-    from connectome.models import model_kind
+    from connectome.models.load import model_kind
 
     kind = model_kind(model)
     if kind == "user" and not policy.allow_user_code:

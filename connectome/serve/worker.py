@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from connectome.checkpoint import read_metadata
+from connectome.io import read_metadata
 from connectome.serve.jobs import JobStore
 
 LOG_TAIL = 20  # lines of a failed job's log kept as its error

@@ -1,0 +1,255 @@
+"""`connectome serve` (the job service) and its client: `submit`, `jobs`, `cancel`.
+
+The server and client need the `serve` extra (`pip install 'connectome[serve]'`)."""
+
+import os
+import secrets
+import stat
+import time
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from connectome.errors import ConnectomeError
+
+DEFAULT_PORT = 8470
+
+
+def _need(module: str):
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConnectomeError(f"{module} is missing: pip install 'connectome[serve]'") from None
+
+
+def read_or_create_token(path: Path) -> tuple[str, bool]:
+    """The token in `path`; a new random one, written with mode 0600, if the file is missing."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            click.echo(f"warning: {path} is readable by others (chmod 600 {path})", err=True)
+        token = path.read_text().strip()
+        if not token:
+            raise ConnectomeError(f"token file {path} is empty") from None
+        return token, False
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token, True
+
+
+@click.command()
+@click.option("--root", type=click.Path(file_okay=False), required=True, help="Folder of the jobs database, runs and weights.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 for every interface).")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="0 picks a free port.")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None, help="Bearer token (default: ROOT/token, created if missing).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs run at once.")
+@click.option("--data-root", multiple=True, type=click.Path(exists=True, file_okay=False), help="Folder jobs may read data and weights files from (repeatable).")
+@click.option("--allow-user-code", is_flag=True, help="Accept package.module:function models (they import code).")
+@click.option("--max-nproc", type=click.IntRange(min=1), default=None, help="Largest nproc_per_node of a job (default: the number of GPUs, at least 1).")
+def serve(root, host, port, token_file, workers, data_root, allow_user_code, max_nproc):
+    """Run the pruning service: a job queue, live curves on a web page, hosted weights."""
+    import socket
+
+    uvicorn = _need("uvicorn")
+    _need("fastapi")
+    from connectome.serve.app import create_app
+    from connectome.serve.spec import Policy
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    token_path = Path(token_file) if token_file else root / "token"
+    token, created = read_or_create_token(token_path)
+    import torch
+    gpus = torch.cuda.device_count()
+    if max_nproc is None:
+        max_nproc = max(1, gpus)
+    policy = Policy(allow_user_code, tuple(Path(r).resolve() for r in data_root), max_nproc)
+    # Bind here, so that --port 0 can print the port it got before the server starts.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        raise ConnectomeError(f"cannot listen on {host}:{port} ({e.strerror})") from None
+    sock.listen(2048)  # connections made while the server starts wait in the backlog, not refused
+    port = sock.getsockname()[1]
+    app = create_app(root, token, policy, workers, gpus=gpus)
+    click.echo(f"token {'written to' if created else 'read from'} {token_path}", err=True)
+    click.echo(f"serving on http://{host if family == socket.AF_INET else f'[{host}]'}:{port}  (root {root})", err=True)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+def _client(server: str, token: str | None):
+    httpx = _need("httpx")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=30)
+
+
+def _request(client, method: str, path: str, **kw) -> dict:
+    httpx = _need("httpx")
+    try:
+        r = client.request(method, path, **kw)
+    except httpx.HTTPError as e:
+        raise ConnectomeError(f"cannot reach {client.base_url} ({e})") from None
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        raise ConnectomeError(f"{r.status_code}: {detail}")
+    return r.json()
+
+
+server_options = [
+    click.option("--server", envvar="CONNECTOME_SERVER", default=f"http://127.0.0.1:{DEFAULT_PORT}", show_default=True),
+    click.option("--token", envvar="CONNECTOME_TOKEN", default=None, help="Bearer token (or $CONNECTOME_TOKEN)."),
+    click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None, help="Read the token from a file."),
+]
+
+
+def with_server_options(f):
+    for option in reversed(server_options):
+        f = option(f)
+    return f
+
+
+def _token(token, token_file):
+    return Path(token_file).read_text().strip() if token_file and not token else token
+
+
+def _fmt(job: dict) -> str:
+    removed = f"{job['removed']:,}" if job["removed"] is not None else "-"
+    target = f"{job['target']:,}" if job["target"] else job["remove"]
+    top1 = f"{job['top1']:.2f}%" if job["top1"] is not None else "-"
+    elapsed = f"{job['elapsed']:.0f}s" if job["elapsed"] is not None else "-"
+    return f"{job['id']:>4}  {job['state']:<9}  {job['model'][:28]:<28}  {removed:>10} / {target:<10}  {top1:>7}  {elapsed:>6}"
+
+
+@click.group()
+@with_server_options
+@click.pass_context
+def submit(ctx, server, token, token_file):
+    """Submit a job to a `connectome serve` server."""
+    ctx.obj = {"server": server, "token": _token(token, token_file)}
+
+
+def _prune_params():
+    from connectome.cli.prune import prune
+    from connectome.serve.spec import SERVER_OWNED
+    return [p for p in prune.params if p.name not in SERVER_OWNED]
+
+
+@submit.command("prune", params=_prune_params())
+@click.option("--nproc-per-node", type=int, default=1, show_default=True, help="Ranks under torchrun on the server.")
+@click.option("--follow", is_flag=True, help="Show a progress bar until the job ends.")
+@click.pass_context
+def submit_prune(ctx, follow, **params):
+    """The flags of `connectome prune` (those given are sent; the server fills in the rest)."""
+    from connectome.serve.spec import field_name
+
+    body = {"command": "prune"}
+    for p in _prune_params():
+        if ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE:
+            value = params[p.name]
+            body[field_name(p)] = list(value) if isinstance(value, tuple) else value
+    if ctx.get_parameter_source("nproc_per_node") == ParameterSource.COMMANDLINE:
+        body["nproc_per_node"] = params["nproc_per_node"]
+    with _client(ctx.obj["server"], ctx.obj["token"]) as client:
+        job = _request(client, "POST", "/api/jobs", json=body)
+        click.echo(f"job {job['id']} queued: {job['model']}, remove {job['remove']}  ({ctx.obj['server']}/#job={job['id']})")
+        if follow:
+            job = follow_job(client, job["id"])
+            click.echo(_fmt(job))
+            if job["state"] != "done":
+                raise SystemExit(1)
+
+
+def follow_job(client, job_id: int) -> dict:
+    """A progress bar fed by the job's server-sent events, reconnecting if the server restarts."""
+    from httpx_sse import connect_sse
+    from tqdm.auto import tqdm
+    import httpx
+    import json
+
+    bar = tqdm(desc=f"job {job_id}", unit="w", total=None)
+    last_id, failures = None, 0
+    try:
+        while True:
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            try:
+                with connect_sse(client, "GET", f"/api/jobs/{job_id}/events", headers=headers,
+                                 timeout=httpx.Timeout(30, read=None)) as source:
+                    for event in source.iter_sse():
+                        failures = 0
+                        if event.event not in ("step", "state", "end"):
+                            continue  # a keep-alive ping arrives as an empty "message"
+                        data = json.loads(event.data)
+                        if event.event == "step":
+                            last_id = event.id
+                            bar.n = data["removed"]
+                            bar.set_postfix(top1=f"{data['top1']:.2f}", loss=f"{data['loss']:.4f}")
+                            bar.refresh()
+                        elif event.event in ("state", "end"):
+                            if data["target"] and bar.total != data["target"]:
+                                bar.total = data["target"]
+                                bar.refresh()
+                            if event.event == "end":
+                                return data
+            except httpx.HTTPError:
+                failures += 1
+                if failures > 30:
+                    raise ConnectomeError(f"lost the server at {client.base_url}") from None
+                time.sleep(2)
+    finally:
+        bar.close()
+
+
+@click.command()
+@with_server_options
+def jobs(server, token, token_file):
+    """List the jobs of a server."""
+    with _client(server, _token(token, token_file)) as client:
+        rows = _request(client, "GET", "/api/jobs")["jobs"]
+    click.echo(f"{'id':>4}  {'state':<9}  {'model':<28}  {'removed':>10} / {'target':<10}  {'top-1':>7}  {'time':>6}")
+    for job in rows:
+        click.echo(_fmt(job))
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@with_server_options
+def cancel(job_id, server, token, token_file):
+    """Cancel a queued or running job."""
+    with _client(server, _token(token, token_file)) as client:
+        job = _request(client, "POST", f"/api/jobs/{job_id}/cancel")
+    click.echo(f"job {job['id']}: {job['state']}")
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder (default: runs/job-<ID>).")
+@with_server_options
+def download(job_id, out, server, token, token_file):
+    """Download a finished job's run folder (model, mask, curve, manifest) from a server."""
+    from connectome.io import atomic_path
+
+    out = Path(out or f"runs/job-{job_id}")
+    with _client(server, _token(token, token_file)) as client:
+        job = _request(client, "GET", f"/api/jobs/{job_id}")
+        if job["state"] != "done":
+            raise ConnectomeError(f"job {job_id} is {job['state']}: only a finished job has files")
+        for f in job["files"]:
+            with atomic_path(out / Path(f["name"]).name) as tmp, client.stream("GET", f["url"]) as r:
+                r.raise_for_status()
+                with open(tmp, "wb") as fh:
+                    for chunk in r.iter_bytes():
+                        fh.write(chunk)
+            click.echo(f"  {out / f['name']} ({f['size']:,} bytes)")

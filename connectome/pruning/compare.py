@@ -1,0 +1,179 @@
+"""Methods side by side: the same pretrained model pruned by each criterion to the same removal counts.
+
+One-shot criteria rank the weights once per seed, on statistics of the dense model that every one of
+them shares, and are evaluated at every point of the grid. `connectome` runs the adaptive loop, stopping
+at each grid point to be evaluated: its curve is recorded as it goes.
+"""
+
+import csv
+import io
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from connectome.pruning import criteria
+from connectome.io import write_text
+from connectome.evaluate import evaluate
+from connectome.pruning.run import PruneSettings, Run, prepare
+from connectome.pruning.statistics import collect
+
+ITERATIVE = {"connectome"}
+
+
+def grid(target: int, points: int) -> list[int]:
+    return sorted({max(1, round(target * i / points)) for i in range(1, points + 1)})
+
+
+def one_shot(setup, method: str, stats, counts: list[int], seed: int, progress: bool):
+    """Masks nested by construction: the k lowest scores for each k of the grid."""
+    flat = setup.flat
+    gen = torch.Generator().manual_seed(seed)
+    crit = criteria.get(method)
+    w = flat.split(flat.base)
+    scores = flat.cat({n: crit.scores(n, w[n], stats, gen) for n in flat.names}).float()
+    scores = scores.masked_fill(~flat.eligible, math.inf)
+    order = torch.argsort(scores, stable=True)
+    rows = []
+    for k in tqdm(counts, desc=f"{method} seed {seed}", disable=not progress, leave=False):
+        flat.mask.fill_(True)
+        flat.mask[order[:k]] = False
+        flat.write()
+        m = evaluate(setup.loaded.module, setup.evaluation, setup.settings.batch_size, setup.device)
+        rows.append({"method": method, "seed": seed, "removed": k, "top1": m.top1, "top5": m.top5, "loss": m.loss})
+    per_layer = flat.to_mask().per_layer_removed_fraction()
+    flat.mask.fill_(True)
+    flat.write()
+    return rows, per_layer
+
+
+def iterative(setup, method: str, counts: list[int], seed: int, out: Path, progress: bool):
+    flat = setup.flat
+    flat.mask.fill_(True)
+    flat.write()
+    run = Run(replace(setup, target=counts[0]), out / f"runs/{method}-seed{seed}", resume=True, progress=False)
+    run.budget_target = counts[-1]
+    rows = []
+    for k in tqdm(counts, desc=f"{method} seed {seed}", disable=not progress, leave=False):
+        run.setup = replace(run.setup, target=k)
+        run.run()
+        last = run.log[-1]
+        rows.append({"method": method, "seed": seed, "removed": flat.removed(), "top1": last["eval_top1"],
+                     "top5": last["eval_top5"], "loss": last["eval_loss"]})
+    per_layer = flat.to_mask().per_layer_removed_fraction()
+    flat.mask.fill_(True)
+    flat.write()
+    return rows, per_layer
+
+
+def compare(base: PruneSettings, methods: list[str], points: int, seeds: int, out: Path,
+            device: str = "cpu", progress: bool = True) -> dict:
+    for m in methods:
+        criteria.get(m)  # unknown names fail before any work
+    out.mkdir(parents=True, exist_ok=True)
+    rows, layers, dense, evaluation = [], {}, None, None
+    for seed in range(seeds):
+        setup = prepare(replace(base, seed=seed), device)
+        if evaluation is None:  # every seed and method is evaluated on the first seed's images
+            evaluation = setup.evaluation
+            d = evaluate(setup.loaded.module, evaluation, base.batch_size, device)
+            dense = {"top1": d.top1, "top5": d.top5, "loss": d.loss}
+        setup = replace(setup, evaluation=evaluation)
+        counts = grid(setup.target, points)
+        stats = None
+        if any(criteria.REGISTRY[m].needs_statistics for m in methods if m not in ITERATIVE):
+            stats = collect(setup.loaded.module, setup.flat.params, setup.decision, base.batch_size, device,
+                            base.label_smoothing, progress=progress)  # shared by every one-shot criterion
+        for method in methods:
+            if method in ITERATIVE:
+                r, layer = iterative(setup, method, counts, seed, out, progress)
+            else:
+                r, layer = one_shot(setup, method, stats, counts, seed, progress)
+            rows += r
+            layers.setdefault(method, layer)
+    summary = summarise(rows, dense, methods)
+    write_outputs(out, rows, layers, dense, summary, base, setup.flat.eligible.sum().item())
+    return {"dense": dense, "summary": summary, "rows": rows}
+
+
+def top1_by_count(rows, method: str) -> dict[int, list[float]]:
+    """A method's top-1 values (one per seed) at each removal count, counts in increasing order."""
+    by_k = {}
+    for r in rows:
+        if r["method"] == method:
+            by_k.setdefault(r["removed"], []).append(r["top1"])
+    return dict(sorted(by_k.items()))
+
+
+def summarise(rows, dense, methods) -> dict:
+    out = {}
+    for m in methods:
+        mean = {k: sum(v) / len(v) for k, v in top1_by_count(rows, m).items()}
+        within = lambda pts: max([k for k, a in mean.items() if a >= dense["top1"] - pts], default=0)
+        best_k = max(mean, key=mean.get)
+        out[m] = {"within_0.5": within(0.5), "within_1.0": within(1.0), "best_top1": mean[best_k],
+                  "best_at": best_k, "final_top1": mean[max(mean)]}
+    return out
+
+
+def table(summary: dict, dense: dict) -> str:
+    lines = [f"dense top-1 {dense['top1']:.2f}%",
+             f"{'method':12s} {'removed within 0.5':>19s} {'within 1.0':>11s} {'best top-1':>11s} {'at':>9s} {'final':>7s}"]
+    for m, s in summary.items():
+        lines.append(f"{m:12s} {s['within_0.5']:>19,d} {s['within_1.0']:>11,d} {s['best_top1']:>10.2f}% "
+                     f"{s['best_at']:>9,d} {s['final_top1']:>6.2f}%")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, rows, layers, dense, summary, base: PruneSettings, prunable: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, ["method", "seed", "removed", "top1", "top5", "loss"])
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out / "compare.csv", buf.getvalue())
+    write_text(out / "compare.json", json.dumps({"dense": dense, "summary": summary, "layers": layers}, indent=2))
+
+    # Left: every method; right: zoomed on the dense accuracy, where the methods that matter differ.
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for zoom, ax in enumerate(axes):
+        for i, m in enumerate(summary):
+            by_k = top1_by_count(rows, m)
+            ks = list(by_k)
+            x = [100 * k / prunable for k in ks]
+            ax.plot(x, [sum(by_k[k]) / len(by_k[k]) for k in ks], "o-", ms=3, color=f"C{i}", label=m)
+            if any(len(v) > 1 for v in by_k.values()):
+                ax.fill_between(x, [min(by_k[k]) for k in ks], [max(by_k[k]) for k in ks], color=f"C{i}", alpha=0.2)
+        ax.axhline(dense["top1"], color="k", ls=":", lw=1, label=f"dense {dense['top1']:.2f}%")
+        if zoom:
+            ax.set_ylim(dense["top1"] - 4, dense["top1"] + 1)
+            ax.set_title("zoom: within 4 points of dense", fontsize=10)
+        else:
+            ax.set_title(f"{base.model}: methods compared (band: spread over seeds)", fontsize=10)
+            ax.legend(fontsize=8)
+        ax.set_xlabel(f"% of {prunable:,} prunable weights removed")
+        ax.set_ylabel("top-1 (%), evaluation split")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "compare.png", dpi=110)
+    plt.close(fig)
+
+    names = list(next(iter(layers.values())))
+    fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.25), 4.5))
+    width = 0.8 / len(layers)
+    for i, (m, frac) in enumerate(layers.items()):
+        ax.bar([j + i * width for j in range(len(names))], [frac[n] for n in names], width, label=m, color=f"C{i}")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
+    ax.set_xticklabels([n.removesuffix(".weight") for n in names], rotation=90, fontsize=6)
+    ax.set_ylabel("fraction removed at the final count")
+    ax.set_title(f"{base.model}: where each method cuts", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "layers.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,30 @@
+import csv
+
+from click.testing import CliRunner
+
+from connectome.cli import main
+from connectome.pruning.compare import grid
+
+
+def test_grid_is_exact_and_ends_at_target():
+    assert grid(1000, 4) == [250, 500, 750, 1000] and grid(3, 5)[-1] == 3
+
+
+def test_every_method_runs_and_every_point_is_written(tmp_path):
+    methods = ["connectome", "magnitude", "random", "taylor", "fisher", "dloss"]
+    r = CliRunner().invoke(main, ["compare", "lenet_300_100", "--remove", "4000", "--points", "3", "--seeds", "2",
+                                  "--methods", ",".join(methods), "--calib-samples", "600", "--eval-samples", "300",
+                                  "--batch-size", "100", "--out", str(tmp_path), "--quiet"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(tmp_path / "compare.csv")))
+    assert {(row["method"], row["seed"], row["removed"]) for row in rows} == {
+        (m, str(s), str(k)) for m in methods for s in range(2) for k in (1333, 2667, 4000)}
+    for png in ("compare.png", "layers.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "within 0.5" in r.output and all(m in r.output for m in methods)
+
+
+def test_unknown_method_exits_2(tmp_path):
+    r = CliRunner().invoke(main, ["compare", "lenet_300_100", "--remove", "10", "--methods", "magnitude,nope",
+                                  "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "unknown criterion" in r.output
