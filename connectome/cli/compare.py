@@ -26,7 +26,7 @@ def compare(model, remove, data, methods, points, seeds, weights, weights_file, 
             batch_size, out, device, quiet):
     """Prune MODEL with each method to the same counts; write compare.csv, compare.png and layers.png."""
     from connectome.pruning import compare as cmp
-    from connectome.cli import _device
+    from connectome.device import resolve_device as _device
     from connectome.pruning.run import PruneSettings
 
     if points < 1 or seeds < 1:

@@ -129,7 +129,7 @@ def lottery(recipe, global_, out, device, threads, quiet, **overrides):
     """Find winning tickets (Frankle & Carbin 2019): train, prune, rewind, retrain, for RECIPE's levels."""
     import torch
 
-    from connectome.cli import _device
+    from connectome.device import resolve_device as _device
     from connectome.lottery.experiment import Lottery
 
     if global_:

@@ -82,7 +82,7 @@ def default_out(s: PruneSettings) -> Path:
 def prune(ctx, **params):
     """Zero weights of a pretrained MODEL; write model, mask, curve and manifest to a run folder."""
     from connectome.io import folder_lock
-    from connectome.cli import _device
+    from connectome.device import resolve_device as _device
     from connectome.distributed import init_from_env, is_main
     from connectome.pruning.run import prepare
 

@@ -1,0 +1,47 @@
+"""`connectome eval`: top-1, top-5 and loss of a model on its evaluation split."""
+
+import json
+
+import click
+
+from connectome.device import resolve_device
+from connectome.errors import ConnectomeError
+
+model_options = [
+    click.option("--weights", default=None, help="torchvision weights name, e.g. IMAGENET1K_V1 (default: DEFAULT)."),
+    click.option("--weights-file", type=click.Path(), default=None,
+                 help="Local weights (safetensors, or .pth read with weights_only=True) instead of a download."),
+]
+
+
+def with_model_options(f):
+    for option in reversed(model_options):
+        f = option(f)
+    return f
+
+
+
+@click.command("eval")
+@click.argument("model")
+@with_model_options
+@click.option("--data", default=None, help="Data spec (default: the reference model's own data).")
+@click.option("--eval-samples", type=int, default=None, help="Evaluate a seeded subset of this size.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_(model, weights, weights_file, data, eval_samples, batch_size, seed, device, as_json):
+    """Top-1, top-5 and mean cross-entropy of MODEL on the evaluation split."""
+    from connectome.data.datasets import load_dataset, subset
+    from connectome.evaluate import evaluate
+    from connectome.models.load import load_model
+
+    device = resolve_device(device)
+    loaded = load_model(model, weights=weights, weights_file=weights_file)
+    data = data or loaded.dataset
+    if not data:
+        raise ConnectomeError(f"--data is required for {model}")
+    splits = load_dataset(data, loaded.transforms)
+    dataset = subset(splits.test, eval_samples, seed) if eval_samples else splits.test
+    m = evaluate(loaded.module.to(device), dataset, batch_size, device, progress=True)
+    click.echo(json.dumps(m.as_dict()) if as_json else f"{model} on {data}: {m}")

@@ -1,0 +1,110 @@
+"""The settings of `prune` and `compare`, each declared once (see connectome.settings).
+
+Defaults were chosen by measurement on the reference models; those marked "(no effect)" are off at
+their default. Runtime settings change no decision: a run may resume with other values.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectome.settings import RunSettings, setting
+from connectome.sizes import parse_count
+
+
+def _criteria() -> list[str]:
+    from connectome.pruning.criteria import REGISTRY
+    return list(REGISTRY)
+
+
+@dataclass
+class PruneSettings(RunSettings):
+    """Every hyperparameter of a pruning run."""
+    KIND = "prune"
+
+    model: str = setting(help="torchvision name, timm:ARCH.TAG, a reference model, or package.module:function.",
+                         argument=True)
+    remove: str = setting(help="How many weights to zero: 12345, 250k, 1M, 20%.")
+    data: str | None = setting(None, "Data spec (default: the data the model was made for).", path=True)
+    weights: str | None = setting(None, "torchvision weights name (default: DEFAULT).")
+    weights_file: str | None = setting(None, "Local base weights (safetensors, or a tensors-only .pth) instead of "
+                                             "a download.", path=True)
+    criterion: str = setting("connectome", "How weights are ranked.", choices=_criteria)
+    confidence: float = setting(8.0, "z of the connectome criterion's confidence bound (chosen by measurement).",
+                                minimum=0)
+    include: list[str] = setting([], "Glob on parameter names to prune (repeatable).")
+    exclude: list[str] = setting([], "Glob on parameter names to keep (repeatable).")
+    calib_samples: int = setting(10000, "Training samples used: the decision and acceptance splits.", minimum=4)
+    accept_fraction: float = setting(0.2, "Share of the calibration samples held out to accept steps.",
+                                     above=0, below=1)
+    eval_samples: int | None = setting(None, "Evaluation subset size (default: the whole split).", minimum=1)
+    batch_size: int = setting(128, "Batch size of the statistics and evaluation passes.", minimum=1)
+    step: float = setting(0.01, "First step, as a fraction of the prunable weights.", above=0, maximum=1)
+    max_step: float = setting(0.05, "Largest step, same unit.", above=0, maximum=1)
+    min_step: float = setting(0.0005, "Smallest step, same unit; one that fails defers its weights.", above=0, maximum=1)
+    grow: float = setting(1.5, "Factor of the next step after an accepted one.", minimum=1)
+    shrink: float = setting(0.5, "Factor of the retried step after a rejected one.", above=0, below=1)
+    tolerance: float = setting(4.0, "Accept while actual <= predicted + tolerance*sum(1/2*F*w^2) + 2*stderr(actual) "
+                                    "+ budget share.", minimum=0)
+    loss_budget: float = setting(0.1, "Surprise the whole run may spend, as a fraction of the dense loss, shared "
+                                      "out by step size.", minimum=0)
+    max_top1_drop: float | None = setting(None, "Also reject steps losing more acceptance top-1 (points).", minimum=0)
+    label_smoothing: float = setting(0.0, "Of the loss the statistics differentiate (the model's training loss).",
+                                     minimum=0, below=1)
+    restore_cycles: int = setting(0, "Delete-and-restore steps after the target.", minimum=0)
+    restore_fraction: float = setting(0.5, "Share of a swap step's size that is restored.", above=0, maximum=1)
+    seed: int = setting(0, "Seed of the calibration subsets and of random choices.", minimum=0)
+    # Runtime: how the run is computed, not what it decides.
+    eval_every: int = setting(5, "Evaluate on the evaluation split every this many accepted steps.", minimum=1,
+                              runtime=True)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.", runtime=True)
+    amp: bool = setting(False, "bf16 autocast for forward/backward on GPU (statistics stay float64).", runtime=True)
+    channels_last: bool | None = setting(None, "channels_last memory format for model and batches "
+                                               "[default: on for CUDA, off on CPU].", runtime=True)
+    compile: bool = setting(False, "torch.compile the model used for statistics and evaluation.", runtime=True)
+    workers: int | None = setting(None, "DataLoader workers [default: 0 for in-memory datasets, a share of the "
+                                        "cores for image folders].", minimum=0, runtime=True)
+    cache_calib: str | None = setting(None, "Decode the calibration images of an image folder once into uint8 "
+                                            "tensor files in this folder.", runtime=True, path=True)
+
+    @classmethod
+    def from_mapping(cls, values, source="settings", allow=frozenset()):
+        if isinstance(values, dict) and type(values.get("remove")) is int:  # a count written as a YAML/JSON number
+            values = {**values, "remove": str(values["remove"])}
+        return super().from_mapping(values, source, allow)
+
+    def check(self) -> None:
+        if not self.min_step <= self.step <= self.max_step:
+            raise ValueError("step sizes must satisfy min_step <= step <= max_step")
+        text = self.remove.strip()
+        try:  # syntax only: a count against the model comes with the model
+            parse_count(text, 100) if text.endswith("%") else parse_count(text, 10**18)
+        except Exception as e:
+            raise ValueError(f"remove: {e}".replace("exceeds the 100 prunable weights", "is over 100%")) from None
+
+    def run_name(self) -> str:
+        return self.model
+
+
+@dataclass
+class CompareSettings(PruneSettings):
+    """`compare`: the prune settings, plus the methods, the grid and the seeds."""
+    KIND = "compare"
+
+    remove: str = setting(help="The largest count of the grid: 12345, 250k, 1M, 20%.")
+    methods: list[str] = setting(["connectome", "magnitude", "random", "taylor", "fisher"],
+                                 "Criteria to compare (comma-separated or repeated).", choices=_criteria)
+    points: int = setting(20, "Grid points up to --remove.", minimum=1)
+    seeds: int = setting(3, "Seeds of the calibration subsets and random choices.", minimum=1)
+
+    def check(self) -> None:
+        super().check()
+        if not self.methods:
+            raise ValueError("methods names no method")
+
+    def run_name(self) -> str:
+        return f"compare-{self.model}"
+
+    def prune_settings(self, seed: int) -> PruneSettings:
+        """The settings of one seed's pruning (the compare-only fields dropped)."""
+        names = {s.name for s in PruneSettings.specs()}
+        return PruneSettings(**{**{k: v for k, v in self.to_dict().items() if k in names}, "seed": seed})
