@@ -1,6 +1,8 @@
-"""Checkpoint files: atomic writes, safetensors with metadata, and the invariant check."""
+"""Files: atomic writes, folder locks, safetensors with metadata written byte-reproducibly, and the
+invariant check (every weight equals its base value or zero)."""
 
 import contextlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -8,7 +10,6 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 
 @contextlib.contextmanager
@@ -33,21 +34,35 @@ def atomic_path(path: str | Path):
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path, on_wait=None):
-    """Hold an exclusive lock on `folder` (its `.lock` file) so two processes never write one run;
-    a second one waits for the first to end. The kernel drops the lock when its holder dies."""
+def folder_lock(folder: str | Path, on_wait=None, wait: bool = True):
+    """Hold an exclusive lock on `folder` (its `.lock` file) so two processes never write one run.
+    A second one waits for the first to end (`wait`), or is refused at once: a new run has nothing
+    to wait for in a folder that another process is filling. The kernel drops the lock when its
+    holder dies. A folder this call created is removed again if the lock is refused."""
     import fcntl
 
+    from connectome.errors import ConnectomeError
+
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise ConnectomeError(f"{folder} is being written by another process: wait for it, or pass "
+                                      f"--resume to continue its run once it stops") from None
             if on_wait:
                 on_wait()
             fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+        try:
+            yield
+        except BaseException:
+            if created and not any(p.name != ".lock" for p in folder.iterdir()):
+                (folder / ".lock").unlink(missing_ok=True)  # nothing was written: leave nothing behind
+                folder.rmdir()
+            raise
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -55,11 +70,31 @@ def write_text(path: str | Path, text: str) -> None:
         Path(tmp).write_text(text)
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same file with its JSON header's keys sorted. safetensors writes the metadata map in a
+    per-process hash order, so two runs that made the same decisions wrote different bytes; sorted,
+    the same tensors and metadata give the same sha256 (what a published weight's hash needs). The
+    tensor offsets are relative to the end of the header, so re-serialising it moves no data."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 with spaces
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
 def save_state(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save
+
     # safetensors refuses shared or non-contiguous storage: give it one clean tensor per name.
     clean = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(clean, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    write_bytes(path, canonical_safetensors(save(clean, metadata={k: str(v) for k, v in (metadata or {}).items()})))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -15,10 +15,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from connectome.pruning import criteria
-from connectome.io import write_text
+from connectome.device import resolve_device
+from connectome.errors import ConnectomeError
 from connectome.evaluate import evaluate
-from connectome.pruning.run import PruneSettings, Run, prepare
+from connectome.io import write_text
+from connectome.pruning import criteria
+from connectome.pruning.loop import Run
+from connectome.pruning.settings import CompareSettings
+from connectome.pruning.setup import Runtime, prepare
 from connectome.pruning.statistics import collect
 
 ITERATIVE = {"connectome"}
@@ -28,9 +32,9 @@ def grid(target: int, points: int) -> list[int]:
     return sorted({max(1, round(target * i / points)) for i in range(1, points + 1)})
 
 
-def one_shot(setup, method: str, stats, counts: list[int], seed: int, progress: bool):
+def one_shot(setup, method: str, stats, counts: list[int], seed: int, rt: Runtime):
     """Masks nested by construction: the k lowest scores for each k of the grid."""
-    flat = setup.flat
+    flat, progress = setup.flat, rt.progress
     gen = torch.Generator().manual_seed(seed)
     crit = criteria.get(method)
     w = flat.split(flat.base)
@@ -42,60 +46,64 @@ def one_shot(setup, method: str, stats, counts: list[int], seed: int, progress: 
         flat.mask.fill_(True)
         flat.mask[order[:k]] = False
         flat.write()
-        m = evaluate(setup.loaded.module, setup.evaluation, setup.settings.batch_size, setup.device)
+        m = evaluate(setup.loaded.module, setup.evaluation, setup.settings.batch_size, setup.device,
+                     autocast_dtype=rt.autocast_dtype, workers=rt.workers_for(setup.evaluation),
+                     channels_last=rt.channels_last)
         rows.append({"method": method, "seed": seed, "removed": k, "top1": m.top1, "top5": m.top5, "loss": m.loss})
     per_layer = flat.to_mask().per_layer_removed_fraction()
-    flat.mask.fill_(True)
-    flat.write()
+    flat.reset()
     return rows, per_layer
 
 
-def iterative(setup, method: str, counts: list[int], seed: int, out: Path, progress: bool):
+def iterative(setup, method: str, counts: list[int], seed: int, out: Path, rt: Runtime):
+    """The loop, stopped at each count of the grid to be evaluated there; resumable per seed."""
     flat = setup.flat
-    flat.mask.fill_(True)
-    flat.write()
-    run = Run(replace(setup, target=counts[0]), out / f"runs/{method}-seed{seed}", resume=True, progress=False)
-    run.budget_target = counts[-1]
+    flat.reset()
+    run = Run(replace(setup, target=counts[0]), out / f"runs/{method}-seed{seed}", resume=True,
+              runtime=replace(rt, progress=False), budget_target=counts[-1])
     rows = []
-    for k in tqdm(counts, desc=f"{method} seed {seed}", disable=not progress, leave=False):
-        run.setup = replace(run.setup, target=k)
-        run.run()
+    for k in tqdm(counts, desc=f"{method} seed {seed}", disable=not rt.progress, leave=False):
+        run.run(target=k)
         last = run.log[-1]
         rows.append({"method": method, "seed": seed, "removed": flat.removed(), "top1": last["eval_top1"],
                      "top5": last["eval_top5"], "loss": last["eval_loss"]})
     per_layer = flat.to_mask().per_layer_removed_fraction()
-    flat.mask.fill_(True)
-    flat.write()
+    flat.reset()
     return rows, per_layer
 
 
-def compare(base: PruneSettings, methods: list[str], points: int, seeds: int, out: Path,
-            device: str = "cpu", progress: bool = True) -> dict:
-    for m in methods:
-        criteria.get(m)  # unknown names fail before any work
-    out.mkdir(parents=True, exist_ok=True)
+def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True) -> dict:
+    """Every method of `cs` on every seed; writes compare.csv, compare.json, compare.png, layers.png."""
+    out = Path(out) if out else cs.default_out()
+    if out.exists() and not out.is_dir():
+        raise ConnectomeError(f"--out {out} is a file, not a folder")
+    device = resolve_device(cs.device)
+    rt = Runtime.of(cs, device, progress)
+    methods = cs.methods
     rows, layers, dense, evaluation = [], {}, None, None
-    for seed in range(seeds):
-        setup = prepare(replace(base, seed=seed), device)
+    for seed in range(cs.seeds):
+        setup = prepare(cs.prune_settings(seed), device)  # every check before the first file is written
         if evaluation is None:  # every seed and method is evaluated on the first seed's images
             evaluation = setup.evaluation
-            d = evaluate(setup.loaded.module, evaluation, base.batch_size, device)
+            d = evaluate(setup.loaded.module, evaluation, cs.batch_size, device, autocast_dtype=rt.autocast_dtype,
+                         workers=rt.workers_for(evaluation), channels_last=rt.channels_last)
             dense = {"top1": d.top1, "top5": d.top5, "loss": d.loss}
         setup = replace(setup, evaluation=evaluation)
-        counts = grid(setup.target, points)
+        counts = grid(setup.target, cs.points)
         stats = None
         if any(criteria.REGISTRY[m].needs_statistics for m in methods if m not in ITERATIVE):
-            stats = collect(setup.loaded.module, setup.flat.params, setup.decision, base.batch_size, device,
-                            base.label_smoothing, progress=progress)  # shared by every one-shot criterion
+            stats = collect(setup.loaded.module, setup.flat.params, setup.decision, cs.batch_size, device,
+                            cs.label_smoothing, rt.autocast_dtype, progress, workers=rt.workers_for(setup.decision),
+                            channels_last=rt.channels_last)  # shared by every one-shot criterion
         for method in methods:
             if method in ITERATIVE:
-                r, layer = iterative(setup, method, counts, seed, out, progress)
+                r, layer = iterative(setup, method, counts, seed, out, rt)
             else:
-                r, layer = one_shot(setup, method, stats, counts, seed, progress)
+                r, layer = one_shot(setup, method, stats, counts, seed, rt)
             rows += r
             layers.setdefault(method, layer)
     summary = summarise(rows, dense, methods)
-    write_outputs(out, rows, layers, dense, summary, base, setup.flat.eligible.sum().item())
+    write_outputs(out, rows, layers, dense, summary, cs, setup.flat.prunable())
     return {"dense": dense, "summary": summary, "rows": rows}
 
 
@@ -128,7 +136,7 @@ def table(summary: dict, dense: dict) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(out: Path, rows, layers, dense, summary, base: PruneSettings, prunable: int) -> None:
+def write_outputs(out: Path, rows, layers, dense, summary, base: CompareSettings, prunable: int) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 FORMAT = "connectome.mask/1"
 
@@ -73,6 +73,18 @@ class Mask:
 
     # --- files ----------------------------------------------------------------------------------
 
+    def digest(self) -> str:
+        """sha256 of the packed bits with names and shapes: equal for equal masks, whatever file
+        or process wrote them (what the tests pin the demo's decisions with)."""
+        import hashlib
+        arrays, meta = self.to_packed()
+        h = hashlib.sha256()
+        for name in sorted(arrays):
+            a = np.ascontiguousarray(arrays[name])
+            h.update(f"{name}|torch.uint8|{tuple(a.shape)}|".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
     def to_packed(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         arrays = {n: np.packbits(m.cpu().numpy().reshape(-1)) for n, m in self._masks.items()}
         shapes = {n: list(m.shape) for n, m in self._masks.items()}
@@ -91,10 +103,11 @@ class Mask:
         return cls(masks)
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-        from connectome.io import atomic_path
+        from safetensors.numpy import save
+
+        from connectome.io import canonical_safetensors, write_bytes
         arrays, meta = self.to_packed()
-        with atomic_path(path) as tmp:
-            save_file(arrays, str(tmp), metadata={**(metadata or {}), **meta})
+        write_bytes(path, canonical_safetensors(save(arrays, metadata={**(metadata or {}), **meta})))
 
     @classmethod
     def load(cls, path: str | Path) -> "Mask":

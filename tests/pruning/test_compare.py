@@ -27,4 +27,12 @@ def test_every_method_runs_and_every_point_is_written(tmp_path):
 def test_unknown_method_exits_2(tmp_path):
     r = CliRunner().invoke(main, ["compare", "lenet_300_100", "--remove", "10", "--methods", "magnitude,nope",
                                   "--out", str(tmp_path / "o")])
-    assert r.exit_code == 2 and "unknown criterion" in r.output
+    assert r.exit_code == 2 and "--methods must be one of" in r.output and not (tmp_path / "o").exists()
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    """Every check, the model's and the data's included, comes before the output folder is made."""
+    for args in (["--remove", "300k"], ["--remove", "10%", "--calib-samples", "70000"], ["--remove", "10%", "--seeds", "0"]):
+        r = CliRunner().invoke(main, ["compare", "lenet_300_100", *args, "--out", str(tmp_path / "o")])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert not (tmp_path / "o").exists()

@@ -12,11 +12,17 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from connectome.io import check_invariant, read_metadata
 from connectome.cli import main
+from connectome.io import check_invariant, read_metadata
+from connectome.models.load import file_sha256, load_model
+from connectome.pruning.flat import prunable_parameters
+from connectome.pruning.loop import MAX_DEFERRALS, Run
 from connectome.pruning.mask import Mask
-from connectome.models.load import load_model
-from connectome.pruning.run import PruneSettings, Run, prepare, prunable_parameters, write_results
+from connectome.pruning.results import write_results
+from connectome.pruning.settings import PruneSettings
+from connectome.pruning.setup import Runtime, prepare
+
+QUIET = Runtime(progress=False)
 
 FAST = ["--calib-samples", "1000", "--eval-samples", "500", "--batch-size", "100", "--quiet"]
 
@@ -81,12 +87,59 @@ def test_only_conv_and_linear_weights_by_default_and_globs():
 @pytest.mark.parametrize("args,message", [
     (["--remove", "0"], "positive"), (["--remove", "-5"], "malformed"), (["--remove", "1e9"], "malformed"),
     (["--remove", "300k"], "exceeds"), (["--remove", "10%", "--calib-samples", "0"], "calib"),
-    (["--remove", "10%", "--criterion", "nope"], "unknown criterion"),
+    (["--remove", "10%", "--criterion", "nope"], "--criterion must be one of"),
+    (["--remove", "101%"], "over 100%"), (["--remove", "10%", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--remove", "10%", "--tolerance", "inf"], "--tolerance must be a finite number"),
+    (["--remove", "10%", "--calib-samples", "abc"], "--calib-samples must be an integer"),
+    (["--remove", "10%", "--eval-samples", "0"], "--eval-samples must be at least 1"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "run"
     r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--out", str(out), "--quiet", *args])
     assert r.exit_code == 2 and message in r.output and not out.exists()
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_out_naming_a_file_is_refused(tmp_path):
+    out = tmp_path / "file"
+    out.write_text("x")
+    r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--remove", "10%", "--out", str(out), "--quiet"])
+    assert r.exit_code == 2 and "is a file" in r.output and out.read_text() == "x"
+
+
+@pytest.mark.parametrize("body,message", [
+    ("calib_samples: abc\n", "calib_samples must be an integer, got 'abc'"),
+    ("step: hello\n", "step must be a finite number"),
+    ("tolerance: .inf\n", "tolerance must be a finite number"),
+    ("bogus: 1\n", "unknown setting 'bogus'"),
+])
+def test_bad_recipe_is_refused_with_one_line(tmp_path, body, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("kind: prune\nmodel: lenet_300_100\nremove: 10%\n" + body)
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["prune", "--recipe", str(recipe), "--out", str(out)])
+    assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_binary_recipe_is_refused(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_bytes(bytes(range(256)) * 4)
+    r = CliRunner().invoke(main, ["prune", "--recipe", str(recipe)])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+
+
+def test_job_file_runs_like_the_flags(tmp_path, finished_run):
+    """`--job` (what the service's workers run) reads the settings as JSON and gives the same run."""
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"model": "lenet_300_100", "remove": 12345, "calib_samples": 1000, "eval_samples": 500,
+                               "batch_size": 100, "eval_every": 2}))
+    r = run_cli("prune", "--job", str(job), "--out", str(tmp_path / "o"), "--quiet")
+    assert r.exit_code == 0, r.output
+    assert Mask.load(tmp_path / "o" / "mask.safetensors") == Mask.load(finished_run / "mask.safetensors")
+    job.write_text(json.dumps({"model": "lenet_300_100", "remove": "1%", "tolerance": float("inf")}))
+    r = CliRunner().invoke(main, ["prune", "--job", str(job), "--out", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "tolerance must be a finite number" in r.output and not (tmp_path / "p").exists()
 
 
 def test_resume_with_other_settings_is_refused(finished_run):
@@ -120,12 +173,18 @@ def test_kill_9_and_resume_gives_the_same_mask(tmp_path, finished_run):
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert Mask.load(out / "mask.safetensors") == Mask.load(finished_run / "mask.safetensors")
+    # Byte for byte: the same decisions give files with the same sha256, in another process and after a resume.
+    for name in ("mask.safetensors", "model.safetensors"):
+        assert file_sha256(out / name) == file_sha256(finished_run / name), name
+    # The readable log was written as the run went and holds every step of the resumed state.
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert logged == json.loads(read_metadata(out / "state.safetensors")["log"])
 
 
 def test_restore_cycles_keep_the_budget(tmp_path):
     s = PruneSettings(model="lenet_300_100", remove="5000", calib_samples=800, eval_samples=300, batch_size=100,
                       restore_cycles=3, criterion="fisher")
-    run = Run(prepare(s), tmp_path / "r", progress=False)
+    run = Run(prepare(s), tmp_path / "r", runtime=QUIET)
     log = run.run()
     swaps = [r for r in log if r["phase"] == "swap" and r["accepted"]]
     assert len(swaps) == 3 and all(r["removed"] == 5000 for r in swaps)
@@ -148,10 +207,9 @@ def test_recipe_with_flag_override(tmp_path):
 def test_mispredicted_weights_are_deferred_not_forced(tmp_path):
     """With an acceptance rule no step can pass, smallest steps defer their weights; only after
     MAX_DEFERRALS failures in a row is one taken, and the run still ends at the exact count."""
-    from connectome.pruning.run import MAX_DEFERRALS
     s = PruneSettings(model="lenet_300_100", remove="400", calib_samples=600, eval_samples=200, batch_size=100,
                       criterion="random", step=0.00075, min_step=0.00075, max_step=0.00075, tolerance=-1e9)
-    run = Run(prepare(s), tmp_path / "r", progress=False)
+    run = Run(prepare(s), tmp_path / "r", runtime=QUIET)
     log = run.run()
     deferred = [r for r in log if r.get("deferred")]
     forced = [r for r in log if r.get("forced")]
@@ -180,9 +238,9 @@ def test_runtime_options_change_no_decision(tmp_path, monkeypatch, idx_folder):
     monkeypatch.syspath_prepend(str(tmp_path))
     s = PruneSettings(model="convnet_runtime:build", data=f"mnist:{idx_folder}", remove="30%", calib_samples=240,
                       batch_size=40, step=0.02, max_step=0.05)
-    plain = Run(prepare(s), tmp_path / "plain", progress=False)
+    plain = Run(prepare(s), tmp_path / "plain", runtime=QUIET)
     plain.run()
-    fast = Run(prepare(s), tmp_path / "fast", progress=False, channels_last=True, compile="aot_eager")
+    fast = Run(prepare(s), tmp_path / "fast", runtime=Runtime(progress=False, channels_last=True, compile="aot_eager"))
     fast.run()
     assert fast.module is not fast.setup.loaded.module  # the compiled wrapper ran the passes
     assert len(plain.log) > 4 and torch.equal(fast.flat.mask, plain.flat.mask)

@@ -1,0 +1,48 @@
+"""`prune(settings, out)`: a whole pruning run as a library call, the one path that the command line,
+the service's workers and torchrun ranks all take.
+
+Everything is checked before anything is written; one process writes a run folder at a time (its
+`.lock`); under torchrun every rank computes and rank 0 writes.
+"""
+
+import contextlib
+from pathlib import Path
+
+from connectome.device import resolve_device
+from connectome.distributed import init_from_env, is_main
+from connectome.errors import ConnectomeError
+from connectome.io import folder_lock
+from connectome.pruning.loop import Run
+from connectome.pruning.results import write_results
+from connectome.pruning.settings import PruneSettings
+from connectome.pruning.setup import Runtime, prepare
+from connectome.pruning.state import FILE
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """The checks on the run folder that need neither model nor data."""
+    if out.exists() and not out.is_dir():
+        raise ConnectomeError(f"--out {out} is a file, not a folder")
+    if (out / FILE).exists() and not resume:
+        raise ConnectomeError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+
+
+def prune(s: PruneSettings, out: Path | None = None, resume: bool = False, progress: bool = True,
+          command: str = "", on_start=None, on_wait=None, on_step=None) -> dict | None:
+    """Run (or resume) a pruning run in `out` (default: runs/<model>-<digest>). Returns the manifest
+    on the writing process, None on other torchrun ranks. `on_start(setup, run)` is told when the
+    loop begins, `on_wait()` when another process holds the folder and this one waits for it."""
+    out = Path(out) if out else s.default_out()
+    check_out(out, resume)
+    device = init_from_env(resolve_device(s.device))  # under torchrun: join the group, one device per rank
+    setup = prepare(s, device)  # every check that needs the model and data, before anything is written
+    if s.cache_calib:  # a cache folder, not the run folder: ranks and runs share it under its own lock
+        from connectome.data.decoded import cache_calibration
+        setup = cache_calibration(setup, s.cache_calib, s.workers, progress=progress and is_main())
+    lock = folder_lock(out, on_wait=on_wait, wait=resume) if is_main() else contextlib.nullcontext()
+    with lock:
+        run = Run(setup, out, resume=resume, runtime=Runtime.of(s, device, progress), on_step=on_step)
+        if on_start and is_main():
+            on_start(setup, run)
+        run.run()
+        return write_results(run, command) if is_main() else None

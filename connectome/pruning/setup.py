@@ -1,0 +1,83 @@
+"""What a pruning run works on, resolved once from its settings before anything is written: the
+model and its prunable weights, the three data splits, the exact target count, and how to compute
+(device, precision, memory format) without changing any decision."""
+
+from dataclasses import dataclass
+
+import torch
+
+from connectome.data.datasets import Splits, default_workers, load_dataset, subset
+from connectome.errors import ConnectomeError
+from connectome.models.load import LoadedModel, load_model, state_sha256
+from connectome.pruning.flat import FlatWeights, prunable_parameters
+from connectome.pruning.settings import PruneSettings
+from connectome.sizes import parse_count
+
+
+@dataclass
+class Setup:
+    """What a run works on, resolved once from the settings."""
+    settings: PruneSettings
+    loaded: LoadedModel
+    splits: Splits
+    flat: FlatWeights
+    target: int
+    decision: object  # training samples the statistics are computed on
+    accept: object  # held-out training samples that accept or reject a step
+    evaluation: object  # the reported split: never used for a decision
+    base_state: dict
+    base_sha256: str
+    device: str
+
+
+@dataclass
+class Runtime:
+    """How passes are computed; none of it changes a decision. `compile`: True for torch.compile's
+    default backend, a string for another. `workers`: DataLoader workers for image folders (None:
+    a share of the cores)."""
+    device: str = "cpu"
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool | str = False
+    workers: int | None = None
+    progress: bool = True
+
+    @classmethod
+    def of(cls, s: PruneSettings, device: str, progress: bool = True) -> "Runtime":
+        cuda = device.startswith("cuda")
+        return cls(device=device, autocast_dtype=torch.bfloat16 if s.amp and cuda else None,
+                   channels_last=s.channels_last if s.channels_last is not None else cuda,
+                   compile=s.compile, workers=s.workers, progress=progress)
+
+    def workers_for(self, dataset) -> int:
+        return default_workers(dataset) if self.workers is None else self.workers
+
+
+def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
+    """Load and check everything a run needs before anything is written."""
+    loaded = load_model(s.model, weights=s.weights, weights_file=s.weights_file)
+    data = s.data or loaded.dataset
+    if not data:
+        raise ConnectomeError(f"--data is required for {s.model} (e.g. imagenet:/path/to/imagenet)")
+    splits = load_dataset(data, loaded.transforms)
+    n_accept = max(2, int(round(s.calib_samples * s.accept_fraction)))
+    n_decide = s.calib_samples - n_accept
+    if s.calib_samples > len(splits.train):
+        raise ConnectomeError(f"--calib-samples {s.calib_samples:,} exceeds the {len(splits.train):,} training samples")
+    if n_decide < 2:
+        raise ConnectomeError("too few calibration samples for statistics")
+    if s.eval_samples and s.eval_samples > len(splits.test):
+        raise ConnectomeError(f"--eval-samples {s.eval_samples:,} exceeds the {len(splits.test):,} evaluation samples")
+    model = loaded.module.to(device).eval()
+    params = prunable_parameters(model, s.include, s.exclude)
+    if not params:
+        raise ConnectomeError("no prunable parameters: check --include/--exclude patterns")
+    flat = FlatWeights(params)
+    target = parse_count(s.remove, flat.prunable())
+    base_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return Setup(
+        settings=s, loaded=loaded, splits=splits, flat=flat, target=target,
+        decision=subset(splits.train, n_decide, s.seed),
+        accept=subset(splits.train, n_accept, s.seed, skip=n_decide),
+        evaluation=subset(splits.test, s.eval_samples, s.seed) if s.eval_samples else splits.test,
+        base_state=base_state, base_sha256=state_sha256(base_state), device=device)

@@ -1,0 +1,101 @@
+"""Settings declared once: one validation for flags, recipes and jobs; the digest that names runs."""
+
+import math
+from dataclasses import dataclass
+
+import pytest
+
+from connectome.errors import ConnectomeError
+from connectome.pruning.settings import CompareSettings, PruneSettings
+from connectome.settings import RunSettings, job_schema, setting
+
+
+@dataclass
+class Toy(RunSettings):
+    KIND = "toy"
+    name: str = setting(help="a name", argument=True)
+    count: int = setting(3, "a count", minimum=1)
+    rate: float = setting(0.5, "a rate", above=0, below=1)
+    tags: list[str] = setting([], "tags")
+    limit: int | None = setting(None, "a limit", minimum=0)
+    every: int = setting(5, "how often", runtime=True)
+    extra: float = setting(0.0, "added later", hashed_when_set=True)
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"count": 3}, "name is required"),
+    ({"name": "a", "count": "3"}, "count must be an integer, got '3'"),
+    ({"name": "a", "count": True}, "count must be an integer, got True"),
+    ({"name": "a", "count": 0}, "count must be at least 1"),
+    ({"name": "a", "rate": math.inf}, "rate must be a finite number, got inf"),
+    ({"name": "a", "rate": math.nan}, "rate must be a finite number"),
+    ({"name": "a", "rate": 1.0}, "rate must be below 1"),
+    ({"name": "a", "tags": [1]}, "tags must be a string, got 1"),
+    ({"name": "a", "tags": {"x": 1}}, "tags must be a list"),
+    ({"name": "a\0b"}, "name holds a NUL character"),
+    ({"name": "a", "count": None}, "count may not be null"),
+    ({"name": "a", "colour": 1}, "unknown setting 'colour'"),
+])
+def test_every_bad_value_is_one_line_naming_the_setting(values, message):
+    with pytest.raises(ConnectomeError) as e:
+        Toy.from_mapping(values, "recipe r.yaml")
+    assert str(e.value).startswith("recipe r.yaml: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_values_are_normalised():
+    t = Toy.from_mapping({"name": "a", "rate": 1 / 4, "tags": "x, y", "limit": None})
+    assert t.rate == 0.25 and t.tags == ["x", "y"] and t.limit is None
+    assert isinstance(Toy.from_mapping({"name": "a", "rate": 0}.__class__({"name": "a"})).rate, float)
+
+
+def test_runtime_and_later_settings_stay_out_of_the_digest():
+    a = Toy(name="a")
+    assert "every" not in a.hashed() and "extra" not in a.hashed()
+    assert Toy(name="a", every=9).digest() == a.digest()
+    assert Toy(name="a", extra=1.0).digest() != a.digest()  # a later setting counts once it is used
+    assert Toy(name="a", count=4).digest() != a.digest()
+    assert Toy(name="a").diff({**a.hashed(), "count": 7}) == ["count"]
+
+
+def test_prune_digest_is_the_one_runs_were_named_with():
+    """The demo recipe's settings keep the digest the previous layout gave them (its run folders resume)."""
+    s = PruneSettings.from_mapping({"model": "lenet_300_100", "data": "fashion-mnist", "remove": "50%",
+                                    "criterion": "connectome", "calib_samples": 10000, "accept_fraction": 0.2,
+                                    "batch_size": 250, "eval_every": 5, "seed": 0})
+    assert s.digest() == "93bce45f801593441c0b38acee03c14abc0fed8b2e847d49683a64b07ceadb97"
+    assert PruneSettings.from_mapping({**s.to_dict(), "device": "cpu", "workers": 2, "eval_every": 1}).digest() == s.digest()
+
+
+def test_remove_counts_and_percentages():
+    assert PruneSettings.from_mapping({"model": "m", "remove": 1000}).remove == "1000"
+    for bad, message in (("101%", "over 100%"), ("0", "positive"), ("abc", "malformed"), ("1.5", "whole number")):
+        with pytest.raises(ConnectomeError, match=message):
+            PruneSettings.from_mapping({"model": "m", "remove": bad})
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConnectomeError, match="min_step <= step <= max_step"):
+        PruneSettings.from_mapping({"model": "m", "remove": "1%", "step": 0.2, "max_step": 0.1})
+    with pytest.raises(ConnectomeError, match="methods must be one of"):
+        CompareSettings.from_mapping({"model": "m", "remove": "1%", "methods": ["magnitude", "nope"]})
+
+
+def test_compare_settings_give_prune_settings_per_seed():
+    cs = CompareSettings.from_mapping({"model": "lenet_300_100", "remove": "10%", "seeds": 2, "batch_size": 50})
+    s = cs.prune_settings(1)
+    assert type(s) is PruneSettings and s.seed == 1 and s.batch_size == 50
+
+
+def test_job_schema_lists_each_setting_with_its_range():
+    schema = job_schema(PruneSettings)
+    assert schema["additionalProperties"] is False and set(schema["required"]) == {"model", "remove"}
+    assert schema["properties"]["batch_size"] == {"type": "integer", "minimum": 1, "description":
+                                                  schema["properties"]["batch_size"]["description"], "default": 128}
+    assert "connectome" in schema["properties"]["criterion"]["enum"]
+
+
+def test_claim_refuses_a_folder_of_other_settings(tmp_path):
+    Toy(name="a").claim(tmp_path)
+    Toy(name="a", every=2).claim(tmp_path)  # runtime settings may differ
+    with pytest.raises(ConnectomeError, match=r"other settings \(count\)"):
+        Toy(name="a", count=9).claim(tmp_path)
