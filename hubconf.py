@@ -14,7 +14,7 @@ dependencies = ["torch", "torchvision", "safetensors", "numpy"]
 
 def _entrypoint(arch: str, tags: list[str]):
     def entrypoint(weights: str | None = None, registry=None, via: str = "model", progress: bool = True, **kwargs):
-        from connectome.weights.registry import load
+        from connectome.weights import load
 
         if weights is None:
             raise ValueError(f"{arch}: pass weights=, one of {', '.join(tags)}")
@@ -32,7 +32,7 @@ def _entrypoint(arch: str, tags: list[str]):
 
 def _register() -> None:
     # torch.hub lists every public callable of this module: generate them, import nothing public.
-    from connectome.weights.registry import read_registry
+    from connectome.weights import read_registry
 
     archs: dict[str, list[str]] = {}
     for name, entry in read_registry()[0].items():

@@ -52,26 +52,20 @@ def prune(recipe, job, out, resume, quiet, **params):
 @click.option("--weights", default=None)
 @click.option("--weights-file", type=click.Path(), default=None, help="Base weights file.")
 def verify(path, base, weights, weights_file):
-    """Check that every weight of PATH (a run folder or a .safetensors file) equals the base or zero."""
-    from connectome.io import check_invariant, read_metadata
-    from connectome.models.load import load_model, read_state_file, state_sha256
+    """Check a run folder (model, mask, manifest against each other and the base) or a .safetensors
+    file (every weight equals its base value or zero)."""
+    from connectome.pruning.verify import verify as check
 
-    path = Path(path)
-    file = path / "model.safetensors" if path.is_dir() else path
-    if not file.is_file():
-        raise ConnectomeError(f"{file} does not exist")
-    meta = read_metadata(file) if file.suffix == ".safetensors" else {}
-    base = base or meta.get("base_model")
-    if not base:
-        raise ConnectomeError(f"{file} names no base model: pass --base MODEL")
-    loaded = load_model(base, weights=weights, weights_file=weights_file)
-    base_state = {k: v.detach().cpu() for k, v in loaded.module.state_dict().items()}
-    if meta.get("base_sha256") and meta["base_sha256"] != state_sha256(base_state):
-        click.echo(f"warning: the base weights differ from those recorded in {file} (sha256)", err=True)
-    report = check_invariant(read_state_file(file), base_state)
-    click.echo(f"{file}: {report.values:,} values in {report.tensors} tensors; zeroed {report.zeroed:,}; "
-               f"zero in base {report.zero_in_base:,}; changed {report.violations:,}")
-    if not report.ok:
-        click.echo(f"FAIL: {report.first_violation}", err=True)
+    v = check(path, base, weights, weights_file)
+    for w in v.warnings:
+        click.echo(f"warning: {w}", err=True)
+    r = v.invariant
+    click.echo(f"{v.file}: {r.values:,} values in {r.tensors} tensors; zeroed {r.zeroed:,}; "
+               f"zero in base {r.zero_in_base:,}; changed {r.violations:,}")
+    if not v.ok:
+        click.echo(f"FAIL: {r.first_violation or v.problems[0]}", err=True)
+        for problem in v.problems[1:]:
+            click.echo(f"FAIL: {problem}", err=True)
         sys.exit(1)
-    click.echo("OK: every weight equals its base value or zero")
+    click.echo("OK: every weight equals its base value or zero" +
+               ("; model, mask and manifest agree" if Path(path).is_dir() else ""))

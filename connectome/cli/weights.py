@@ -19,7 +19,7 @@ def _size(n: int) -> str:
 @registry_option
 def list_(registry):
     """The published checkpoints: name, base, removed, sparsity, top-1, file sizes."""
-    from connectome.weights.registry import read_registry, summary
+    from connectome.weights import read_registry, summary
 
     entries, _ = read_registry(registry)
     if not entries:
@@ -41,7 +41,7 @@ def list_(registry):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pull(name, registry, mask, quiet):
     """Download NAME into torch's hub cache (once), verify its sha256, print its path."""
-    from connectome.weights.registry import pull as pull_file
+    from connectome.weights import pull as pull_file
 
     click.echo(pull_file(name, registry, mask=mask, progress=not quiet))
 
@@ -57,7 +57,7 @@ def publish(run_dir, name, url_base, registry, license_, replace):
     """Add a run folder's pruned model and mask to a registry, as hash-named files beside it."""
     from pathlib import Path
 
-    from connectome.weights.registry import REGISTRY, publish as publish_run, summary
+    from connectome.weights import REGISTRY, publish as publish_run, summary
 
     e = publish_run(run_dir, name, url_base, registry, license_, replace)
     w = summary(name, e)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from connectome.models.load import state_sha256
-from connectome.weights.registry import read_registry
+from connectome.weights import read_registry
 
 REPO = Path(__file__).resolve().parents[2]
 

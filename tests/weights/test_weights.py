@@ -14,8 +14,10 @@ from connectome.io import save_state
 from connectome.cli.weights import weights as weights_group
 from connectome.errors import ConnectomeError
 from connectome.models.load import file_sha256, load_model, state_sha256
-from connectome.pruning.run import FlatWeights, PruneSettings, prunable_parameters, write_results
-from connectome.weights.registry import REGISTRY, cache_dir, load, publish, pull, read_registry
+from connectome.pruning.flat import FlatWeights, prunable_parameters
+from connectome.pruning.results import write_results
+from connectome.pruning.settings import PruneSettings
+from connectome.weights import REGISTRY, cache_dir, load, publish, pull, read_registry
 from httpserver import FileServer
 
 NAME = "lenet_300_100.test_20k"
@@ -224,3 +226,27 @@ def test_committed_registry_is_consistent():
     a, b = (load(lenet[0], via=via, progress=False) for via in ("model", "mask"))
     assert state_sha256(a.state_dict()) == state_sha256(b.state_dict()) == entries[lenet[0]]["state_sha256"]
     assert json.loads(REGISTRY.read_text())["format"] == "connectome.registry/1"
+
+
+def test_publish_refuses_a_changed_weight(tmp_path):
+    """A run whose model had one surviving weight changed is not published, and nothing is written."""
+    run_dir, _ = make_run(tmp_path / "run", 5000)
+    from connectome.io import read_metadata
+    from safetensors.torch import load_file
+    state = load_file(str(run_dir / "model.safetensors"))
+    state["2.weight"].view(-1)[state["2.weight"].view(-1).nonzero()[0]] += 1e-3
+    save_state(run_dir / "model.safetensors", state, read_metadata(run_dir / "model.safetensors"))
+    registry = tmp_path / "site" / "registry.json"
+    with pytest.raises(ConnectomeError, match="fails verification"):
+        publish(run_dir, "lenet_300_100.tampered", registry=registry)
+    assert not registry.parent.exists() or not any(registry.parent.iterdir())
+
+
+@pytest.mark.parametrize("content", ['{"format": "connectome.registry/1", "weights": []}',
+                                     '{"format": "connectome.registry/1", "weights": {"a.b": {"url": 1}}}',
+                                     '[1, 2]', '"text"'])
+def test_registry_of_the_wrong_shape_is_one_line(tmp_path, content):
+    registry = tmp_path / "registry.json"
+    registry.write_text(content)
+    r = cli("pull", "a.b", "--registry", str(registry))
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "registry" in r.output

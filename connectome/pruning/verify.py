@@ -1,0 +1,98 @@
+"""`verify`: the proof that a run folder keeps the invariant and agrees with itself.
+
+For a run folder: the model's every weight equals its base value or zero; the model equals the mask
+applied to the base, bit for bit (so its zeros are exactly the mask's, beside zeros the base already
+had); the counts of the model's metadata, the mask and the manifest agree; the base's state sha256 is
+the one recorded. For a lone .safetensors file, the invariant alone.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from connectome.errors import ConnectomeError
+from connectome.io import InvariantReport, check_invariant, read_metadata
+from connectome.models.load import load_model, read_state_file, state_sha256
+from connectome.pruning.mask import Mask
+
+
+@dataclass
+class Verdict:
+    file: Path
+    invariant: InvariantReport
+    problems: list[str] = field(default_factory=list)  # each one a reason to fail
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.invariant.ok and not self.problems
+
+
+def _weights_arg(label: str | None) -> str | None:
+    """`Enum.NAME` labels of torchvision weights name the weights to fetch; other labels carry a scheme."""
+    return label.rsplit(".", 1)[1] if label and ":" not in label and "." in label else None
+
+
+def verify(path: str | Path, base: str | None = None, weights: str | None = None,
+           weights_file: str | None = None) -> Verdict:
+    path = Path(path)
+    folder = path if path.is_dir() else None
+    file = path / "model.safetensors" if folder else path
+    if not file.is_file():
+        raise ConnectomeError(f"{file} does not exist")
+    try:
+        meta = read_metadata(file) if file.suffix == ".safetensors" else {}
+    except Exception:
+        raise ConnectomeError(f"{file} is not a readable safetensors file") from None
+    base = base or meta.get("base_model")
+    if not base:
+        raise ConnectomeError(f"{file} names no base model: pass --base MODEL")
+    label = meta.get("base_weights") or ""
+    if weights_file is None and label.startswith("file:") and Path(label[5:]).is_file():
+        weights_file = label[5:]  # pruned from a local base file, which is still there
+    loaded = load_model(base, weights=weights or _weights_arg(label), weights_file=weights_file)
+    base_state = {k: v.detach().cpu() for k, v in loaded.module.state_dict().items()}
+    state = read_state_file(file)
+    verdict = Verdict(file, check_invariant(state, base_state))
+    if meta.get("base_sha256") and meta["base_sha256"] != state_sha256(base_state):
+        verdict.warnings.append(f"the base weights differ from those recorded in {file} (sha256)")
+    if folder:
+        _check_folder(folder, meta, state, base_state, verdict)
+    return verdict
+
+
+def _check_folder(folder: Path, meta: dict, state: dict, base_state: dict, verdict: Verdict) -> None:
+    problems = verdict.problems
+    for name in ("mask.safetensors", "manifest.json"):
+        if not (folder / name).is_file():
+            problems.append(f"{folder / name} is missing")
+    if problems:
+        return
+    try:
+        mask = Mask.load(folder / "mask.safetensors")
+    except Exception as e:
+        problems.append(f"{folder / 'mask.safetensors'} is not a readable mask ({type(e).__name__})")
+        return
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        counted = int(manifest["result"]["removed"])
+    except (ValueError, KeyError, TypeError):
+        problems.append(f"{folder / 'manifest.json'} is unreadable or holds no result")
+        return
+    try:
+        mask.check_fits(state)
+        rebuilt = mask.apply(base_state)
+    except Exception as e:
+        problems.append(f"the mask does not fit the model: {e}")
+        return
+    differ = [n for n in state if not torch.equal(rebuilt[n], state[n])]
+    if differ:
+        problems.append(f"the model is not the mask applied to the base: {len(differ)} tensors differ, e.g. {differ[0]}")
+    zeroed = sum(int((~m & (base_state[n] != 0)).sum()) for n, m in mask.items())
+    counts = {"mask": zeroed, "manifest": counted, "model metadata": int(meta.get("removed", -1))}
+    if len(set(counts.values())) != 1:
+        problems.append("the counts of removed weights disagree: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    if manifest.get("model", {}).get("base_sha256") not in (None, meta.get("base_sha256")):
+        problems.append("the manifest and the model record different base weights")
