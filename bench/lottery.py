@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connectome.io import write_text  # noqa: E402
-from connectome.cli.lottery import plot, settings_from  # noqa: E402
 from connectome.lottery.experiment import Lottery  # noqa: E402
+from connectome.lottery.report import COLUMNS, csv_text, plot  # noqa: E402
+from connectome.lottery.settings import LotterySettings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TITLE = ("LeNet-300-100 on {data}, lottery tickets (Adam 1.2e-3, batch 60, {iterations:,} iterations/level, "
@@ -120,10 +121,11 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     start, started_at = time.time(), datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    overrides = {"data": args.data, "controls": ["random_reinit", "random_prune"]}
+    # On the CPU whatever the machine has: the benchmark measures the one-thread-per-process setup.
+    overrides = {"data": args.data, "controls": ["random_reinit", "random_prune"], "device": "cpu"}
     if args.iterations:
         overrides["iterations"] = args.iterations
-    base = settings_from(str(ROOT / "recipes" / "lottery-lenet300-mnist.yaml"), overrides)
+    base = LotterySettings.from_recipe(str(ROOT / "recipes" / "lottery-lenet300-mnist.yaml"), overrides)
     seeds = [int(t) for t in args.seeds.split(",") if t.strip()]
     all_seeds = sorted(set(seeds) | {int(t) for t in args.all_seeds.split(",") if t.strip()})
     data_name = base.data.split(":")[0]
@@ -149,7 +151,7 @@ def main():
             rows = gather()
             means = mean_rows(rows)
             by_seed = sorted(rows, key=lambda r: (r["seed"], r["level"], r["arm"] != "ticket", r["arm"]))
-            write_text(RESULTS / f"{name}.csv", _csv(by_seed))
+            write_text(RESULTS / f"{name}.csv", csv_text(by_seed, ["seed"] + COLUMNS))
             done = sorted({r["seed"] for r in rows})
             title = TITLE.format(data=data_name.upper() if data_name == "mnist" else data_name, iterations=base.iterations,
                                  seeds=f"mean of seeds {','.join(map(str, done))}, bars: min-max")
@@ -186,17 +188,6 @@ def main():
             break
     write_all()
     print(f"done in {time.time() - start:.0f} s", flush=True)
-
-
-CSV_COLUMNS = ["seed", "level", "arm", "percent_remaining", "kept", "early_stop_iter", "early_stop_val_loss",
-               "early_stop_test_acc", "final_test_acc", "seconds"]
-
-
-def _csv(rows: list[dict]) -> str:
-    lines = [",".join(CSV_COLUMNS)]
-    for r in rows:
-        lines.append(",".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in CSV_COLUMNS))
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from conftest import write_idx
-from connectome.cli.lottery import lottery, settings_from
+from connectome.cli.lottery import lottery
 from connectome.errors import ConnectomeError
-from connectome.lottery.experiment import SETTING_NAMES, Lottery, LotterySettings, check_shrinks
+from connectome.lottery.experiment import Lottery
+from connectome.lottery.settings import LotterySettings
+from connectome.lottery.strategies import check_shrinks
 from connectome.pruning.mask import Mask
-from connectome.recipes import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 LENET_LAYERS = {"2.weight": "fc", "4.weight": "fc", "6.weight": "output"}
@@ -31,7 +32,7 @@ def one_thread():
 
 def tiny(idx_folder, **kw) -> LotterySettings:
     values = dict(model="lenet_300_100_mnist", data=f"mnist:{idx_folder}", iterations=20, eval_every=5,
-                  val_samples=50, levels=3, checkpoint_every=7)
+                  val_samples=50, levels=3, checkpoint_every=7, device="cpu")
     return LotterySettings(**{**values, **kw})
 
 
@@ -235,8 +236,8 @@ def test_cli_writes_csv_png_and_every_level(idx_folder, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--controls", "random_everything"], "unknown controls"),
-    (["--fc-rate", "1.5"], "fc_rate"),
+    (["--controls", "random_everything"], "controls must be one of random_reinit, random_prune"),
+    (["--fc-rate", "1.5"], "--fc-rate must be below 1"),
     (["--rewind-iter", "10"], "rewind_iter"),
     (["--control-levels", "3"], "control levels"),
     (["--data", "cifar10:{cifar}"], "takes"),
@@ -262,9 +263,9 @@ PAPER = {
 
 @pytest.mark.parametrize("recipe", sorted(PAPER))
 def test_recipes_carry_the_paper_settings(recipe):
-    values = load_recipe(str(RECIPES / recipe), "lottery", SETTING_NAMES)
-    assert {k: values[k] for k in PAPER[recipe]} == PAPER[recipe]
-    assert values["batch_size"] == 60 and values["val_samples"] == 5000 and values["eval_every"] == 100
+    s = LotterySettings.from_recipe(str(RECIPES / recipe))
+    assert {k: getattr(s, k) for k in PAPER[recipe]} == PAPER[recipe]
+    assert s.batch_size == 60 and s.val_samples == 5000 and s.eval_every == 100
     assert "1803.03635" in (RECIPES / recipe).read_text()
 
 
@@ -272,8 +273,9 @@ def test_recipes_carry_the_paper_settings(recipe):
                                              ("lottery-conv6-cifar10.yaml", ["random_prune"])])
 def test_conv_recipes_run_on_tiny_cifar_files(tmp_path, recipe, controls):
     cifar = write_cifar(tmp_path / "cifar")
-    s = settings_from(str(RECIPES / recipe), dict(data=f"cifar10:{cifar}", iterations=2, eval_every=1, batch_size=8,
-                                                  val_samples=10, levels=1, controls=controls))
+    s = LotterySettings.from_recipe(str(RECIPES / recipe), dict(data=f"cifar10:{cifar}", iterations=2, eval_every=1,
+                                                                batch_size=8, val_samples=10, levels=1,
+                                                                controls=controls, device="cpu"))
     run = Lottery(s, tmp_path / "run", progress=False)
     rows = run.run()
     assert [(r["level"], r["arm"]) for r in rows] == [(0, "ticket"), (1, "ticket")] + [(1, c) for c in controls]
