@@ -51,8 +51,9 @@ def given(cls: type[RunSettings], params: dict) -> dict:
         value = params.get(spec.name)
         if value is None or value == ():
             continue
-        value = [v for item in value for v in item.split(",") if v.strip()] if spec.is_list else value
-        if not spec.is_list and not isinstance(value, bool):
+        if spec.is_list:  # repeated, or comma-separated, or both
+            value = [parse_flag(spec, v.strip()) for item in value for v in item.split(",") if v.strip()]
+        elif not isinstance(value, bool):
             value = parse_flag(spec, value)
         try:
             out[spec.name] = check_value(spec, value)

@@ -41,7 +41,7 @@ def prune(s: PruneSettings, out: Path | None = None, resume: bool = False, progr
         setup = cache_calibration(setup, s.cache_calib, s.workers, progress=progress and is_main())
     lock = folder_lock(out, on_wait=on_wait, wait=resume) if is_main() else contextlib.nullcontext()
     with lock:
-        run = Run(setup, out, resume=resume, runtime=Runtime.of(s, device, progress), on_step=on_step)
+        run = Run(setup, out, resume=resume, runtime=Runtime.of(s, device, progress, Runtime.convolutional(setup)), on_step=on_step)
         if on_start and is_main():
             on_start(setup, run)
         run.run()

@@ -78,11 +78,13 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True)
     if out.exists() and not out.is_dir():
         raise ConnectomeError(f"--out {out} is a file, not a folder")
     device = resolve_device(cs.device)
-    rt = Runtime.of(cs, device, progress)
     methods = cs.methods
     rows, layers, dense, evaluation = [], {}, None, None
     for seed in range(cs.seeds):
         setup = prepare(cs.prune_settings(seed), device)  # every check before the first file is written
+        rt = Runtime.of(cs, device, progress, Runtime.convolutional(setup))
+        if rt.channels_last:  # in place: the Parameters FlatWeights rewrites stay the same objects
+            setup.loaded.module.to(memory_format=torch.channels_last)
         if evaluation is None:  # every seed and method is evaluated on the first seed's images
             evaluation = setup.evaluation
             d = evaluate(setup.loaded.module, evaluation, cs.batch_size, device, autocast_dtype=rt.autocast_dtype,

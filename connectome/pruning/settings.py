@@ -59,7 +59,7 @@ class PruneSettings(RunSettings):
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.", runtime=True)
     amp: bool = setting(False, "bf16 autocast for forward/backward on GPU (statistics stay float64).", runtime=True)
     channels_last: bool | None = setting(None, "channels_last memory format for model and batches "
-                                               "[default: on for CUDA, off on CPU].", runtime=True)
+                                               "[default: on for CUDA, and on CPU for networks with convolutions].", runtime=True)
     compile: bool = setting(False, "torch.compile the model used for statistics and evaluation.", runtime=True)
     workers: int | None = setting(None, "DataLoader workers [default: 0 for in-memory datasets, a share of the "
                                         "cores for image folders].", minimum=0, runtime=True)
