@@ -89,7 +89,7 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True)
             evaluation = setup.evaluation
             d = evaluate(setup.loaded.module, evaluation, cs.batch_size, device, autocast_dtype=rt.autocast_dtype,
                          workers=rt.workers_for(evaluation), channels_last=rt.channels_last)
-            dense = {"top1": d.top1, "top5": d.top5, "loss": d.loss}
+            dense = {"top1": d.top1, "top5": d.top5, "loss": d.loss, "samples": d.samples}
         setup = replace(setup, evaluation=evaluation)
         counts = grid(setup.target, cs.points)
         stats = None
@@ -109,13 +109,17 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True)
     return {"dense": dense, "summary": summary, "rows": rows}
 
 
-def top1_by_count(rows, method: str) -> dict[int, list[float]]:
-    """A method's top-1 values (one per seed) at each removal count, counts in increasing order."""
+def values_by_count(rows, method: str, key: str = "top1") -> dict[int, list[float]]:
+    """A method's values (one per seed) at each removal count, counts in increasing order."""
     by_k = {}
     for r in rows:
         if r["method"] == method:
-            by_k.setdefault(r["removed"], []).append(r["top1"])
+            by_k.setdefault(r["removed"], []).append(r[key])
     return dict(sorted(by_k.items()))
+
+
+def top1_by_count(rows, method: str) -> dict[int, list[float]]:
+    return values_by_count(rows, method, "top1")
 
 
 def summarise(rows, dense, methods) -> dict:
@@ -139,9 +143,7 @@ def table(summary: dict, dense: dict) -> str:
 
 
 def write_outputs(out: Path, rows, layers, dense, summary, base: CompareSettings, prunable: int) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from connectome.plots import figure, grid
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, ["method", "seed", "removed", "top1", "top5", "loss"])
@@ -151,31 +153,50 @@ def write_outputs(out: Path, rows, layers, dense, summary, base: CompareSettings
     write_text(out / "compare.json", json.dumps({"dense": dense, "summary": summary, "layers": layers}, indent=2))
 
     # Left: every method; right: zoomed on the dense accuracy, where the methods that matter differ.
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    for zoom, ax in enumerate(axes):
+    with figure(out / "compare.png", ncols=3, figsize=(18, 4.8)) as (fig, axes):
+        _compare_panels(axes, rows, summary, dense, base, prunable, grid)
+    names = list(next(iter(layers.values())))
+    with figure(out / "layers.png", figsize=(max(8, len(names) * 0.25), 4.5)) as (fig, ax):
+        _layer_bars(ax, layers, names, base)
+
+
+def _compare_panels(axes, rows, summary, dense, base, prunable, grid) -> None:
+    """Top-1 (all, and zoomed on dense) and loss. Bands: the spread over seeds where there are
+    several; with one seed, top-1's binomial standard error on the evaluation images (a difference
+    inside it is noise)."""
+    n = dense.get("samples")
+    for panel, ax in enumerate(axes):
+        key = "loss" if panel == 2 else "top1"
         for i, m in enumerate(summary):
-            by_k = top1_by_count(rows, m)
+            by_k = values_by_count(rows, m, key)
             ks = list(by_k)
             x = [100 * k / prunable for k in ks]
-            ax.plot(x, [sum(by_k[k]) / len(by_k[k]) for k in ks], "o-", ms=3, color=f"C{i}", label=m)
+            mean = [sum(by_k[k]) / len(by_k[k]) for k in ks]
+            ax.plot(x, mean, "o-", ms=3, color=f"C{i}", label=m)
             if any(len(v) > 1 for v in by_k.values()):
                 ax.fill_between(x, [min(by_k[k]) for k in ks], [max(by_k[k]) for k in ks], color=f"C{i}", alpha=0.2)
-        ax.axhline(dense["top1"], color="k", ls=":", lw=1, label=f"dense {dense['top1']:.2f}%")
-        if zoom:
-            ax.set_ylim(dense["top1"] - 4, dense["top1"] + 1)
+            elif key == "top1" and n:
+                se = [100 * (a / 100 * (1 - a / 100) / n) ** 0.5 for a in mean]
+                ax.fill_between(x, [a - e for a, e in zip(mean, se)], [a + e for a, e in zip(mean, se)],
+                                color=f"C{i}", alpha=0.15)
+        ax.axhline(dense[key], color="k", ls=":", lw=1, label=f"dense {dense[key]:.4g}")
+        if panel == 1:
+            ax.set_ylim(dense["top1"] - 4, dense["top1"] + 1.5)
             ax.set_title("zoom: within 4 points of dense", fontsize=10)
+        elif panel == 2:
+            low, high = dense["loss"] * 0.9, dense["loss"] * 1.5
+            ax.set_ylim(low, high)
+            ax.set_title("evaluation loss (zoomed: 0.9x to 1.5x dense)", fontsize=10)
         else:
-            ax.set_title(f"{base.model}: methods compared (band: spread over seeds)", fontsize=10)
+            band = "spread over seeds" if any(r["seed"] for r in rows) else "binomial standard error"
+            ax.set_title(f"{base.model}: methods compared (band: {band})", fontsize=10)
             ax.legend(fontsize=8)
         ax.set_xlabel(f"% of {prunable:,} prunable weights removed")
-        ax.set_ylabel("top-1 (%), evaluation split")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "compare.png", dpi=110)
-    plt.close(fig)
+        ax.set_ylabel("cross-entropy, evaluation split" if key == "loss" else "top-1 (%), evaluation split")
+        grid(ax)
 
-    names = list(next(iter(layers.values())))
-    fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.25), 4.5))
+
+def _layer_bars(ax, layers, names, base) -> None:
     width = 0.8 / len(layers)
     for i, (m, frac) in enumerate(layers.items()):
         ax.bar([j + i * width for j in range(len(names))], [frac[n] for n in names], width, label=m, color=f"C{i}")
@@ -184,6 +205,3 @@ def write_outputs(out: Path, rows, layers, dense, summary, base: CompareSettings
     ax.set_ylabel("fraction removed at the final count")
     ax.set_title(f"{base.model}: where each method cuts", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "layers.png", dpi=110)
-    plt.close(fig)

@@ -38,15 +38,15 @@ def _num(v: str):
 
 def plot(path: Path, rows: list[dict], title: str, prunable: int) -> None:
     """Top-1 and loss against weights removed; the dense model's values as horizontal lines."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from connectome.io import atomic_path
+    from connectome.plots import figure, grid
 
     ev = [r for r in rows if r.get("eval_top1") is not None]
     acc = [r for r in rows if r.get("accept_top1") is not None]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    with figure(path, ncols=2, figsize=(11, 4.2), title=title) as (fig, (ax1, ax2)):
+        _panels(ax1, ax2, ev, acc, prunable, grid)
+
+
+def _panels(ax1, ax2, ev, acc, prunable, grid) -> None:
     for ax, key, label in ((ax1, "top1", "top-1 (%)"), (ax2, "loss", "cross-entropy")):
         if ev:
             x = [r["removed"] / 1e3 for r in ev]
@@ -57,14 +57,9 @@ def plot(path: Path, rows: list[dict], title: str, prunable: int) -> None:
                     lw=1, alpha=0.8, label="held-out calibration (acceptance)")
         ax.set_xlabel(f"weights removed (thousands of {prunable / 1e3:,.0f}k prunable)")
         ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
+        grid(ax)
         if prunable:
             sec = ax.secondary_xaxis("top", functions=(lambda k: 100 * k * 1e3 / prunable,
                                                        lambda p: p * prunable / 100 / 1e3))
             sec.set_xlabel("% of prunable weights")
     ax1.legend(fontsize=8, loc="lower left")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
