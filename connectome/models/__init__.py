@@ -1,1 +1,23 @@
-"""(package docstring to write)"""
+"""Models: a spec (`mobilenet_v3_large`, `timm:ARCH.TAG`, `lenet_300_100`, `efficientnet_lite0`,
+`package.module:function`) resolves to a module, its eval preprocessing and a `Provenance` record of
+its weights.
+
+    registry     the table of sources and LoadedModel, what a source returns
+    sources/     one module per source (torchvision, timm, reference, lite0, user), registered on import
+    load         load_model and model_kind: a spec looked up in the registry
+    provenance   where weights came from, and the label run folders and published files carry
+    preprocess   eval preprocessing as a timm data config; a builder's pretrained_cfg; overrides
+    files        weights files: safe reading, loading into a module, hashes
+    reference    the project's own architectures; efficientnet_lite0 the Lite0 weights conversion
+    train        `connectome train`: a reference model from its recipe
+"""
+
+from connectome.models.files import file_sha256, load_weights, read_state_file, state_sha256
+from connectome.models.load import load_model, model_kind, source_of
+from connectome.models.preprocess import IMAGENET_EVAL, check_preprocess, data_config, eval_transform
+from connectome.models.provenance import Provenance
+from connectome.models.registry import SOURCES, LoadedModel, Source, register_source
+
+__all__ = ["load_model", "model_kind", "source_of", "LoadedModel", "Provenance", "Source", "SOURCES",
+           "register_source", "IMAGENET_EVAL", "check_preprocess", "data_config", "eval_transform",
+           "file_sha256", "load_weights", "read_state_file", "state_sha256"]

@@ -1,0 +1,59 @@
+"""Weights files: where the project keeps its own, how a file is read without unpickling code, how
+a state dict is loaded into a module, and the two hashes (of a file's bytes and of a state's tensors).
+"""
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from connectome.errors import ConnectomeError
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+REFERENCE_WEIGHTS = WEIGHTS_DIR / "reference"
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A hash of a state dict's names, dtypes, shapes and bytes, independent of the file format."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read weights without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConnectomeError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConnectomeError(f"{path} is not a safetensors file nor a tensors-only .pth ({type(e).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConnectomeError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Every tensor of the module from `state` and nothing else; `source` names it in the error."""
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        miss, extra = result.missing_keys[:3], result.unexpected_keys[:3]
+        raise ConnectomeError(f"{source} does not fit the model: missing {miss}, unexpected {extra}")

@@ -1,0 +1,39 @@
+"""`timm:ARCH[.TAG]`: a timm model with its pretrained weights (from the Hugging Face Hub) and its
+own pretrained_cfg preprocessing."""
+
+from connectome.errors import ConnectomeError, reason
+from connectome.models.files import load_weights, read_state_file
+from connectome.models.preprocess import data_config, eval_transform
+from connectome.models.provenance import Provenance
+from connectome.models.registry import LoadedModel, register_source
+
+PREFIX = "timm:"
+
+
+def _where(name: str) -> str:
+    """The weights' address, as the error of a failed download names it."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name) if "." in name else None
+    return f"https://huggingface.co/{cfg.hf_hub_id}" if cfg and cfg.hf_hub_id else (cfg.url if cfg else name)
+
+
+@register_source("timm", lambda spec: spec.startswith(PREFIX), "timm:ARCH.TAG, with timm's pretrained weights")
+def load(spec: str, weights_file: str | None = None, pretrained: bool = True, weights: str | None = None) -> LoadedModel:
+    import timm
+
+    name = spec[len(PREFIX):]
+    if not timm.is_model(name.split(".")[0]):
+        raise ConnectomeError(f"unknown timm model {name!r} (see `connectome models --timm`)")
+    try:
+        model = timm.create_model(name, pretrained=not weights_file)
+    except Exception as e:
+        raise ConnectomeError(f"cannot download {_where(name)} ({reason(e)}): fetch it elsewhere and pass "
+                              f"--weights-file PATH") from None
+    if weights_file:
+        load_weights(model, read_state_file(weights_file), weights_file)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    url = f"https://huggingface.co/{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else cfg.get("url") or None
+    config = data_config(model)
+    return LoadedModel(model, spec, Provenance("timm", name, name, weights_file, url=url), eval_transform(config),
+                       data_config=config)

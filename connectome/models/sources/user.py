@@ -1,0 +1,36 @@
+"""`package.module:function`: a user's builder returning an nn.Module, usually with --weights-file.
+
+The module may declare its preprocessing the timm way (a `pretrained_cfg` or `default_cfg` dict);
+without one it gets torchvision's ImageNet eval (connectome.models.preprocess.IMAGENET_EVAL)."""
+
+import importlib
+
+from torch import nn
+
+from connectome.errors import ConnectomeError
+from connectome.models.files import load_weights, read_state_file
+from connectome.models.preprocess import data_config, eval_transform
+from connectome.models.provenance import Provenance
+from connectome.models.registry import LoadedModel, register_source
+
+
+def build(spec: str) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    try:
+        builder = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConnectomeError(f"cannot import {spec}: {e}") from None
+    model = builder()
+    if not isinstance(model, nn.Module):
+        raise ConnectomeError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+@register_source("user", lambda spec: ":" in spec, "package.module:function returning an nn.Module (with --weights-file)")
+def load(spec: str, weights_file: str | None = None, pretrained: bool = True, weights: str | None = None) -> LoadedModel:
+    model = build(spec)
+    if weights_file:
+        load_weights(model, read_state_file(weights_file), weights_file)
+    config = data_config(model)
+    return LoadedModel(model, spec, Provenance("user", spec, spec, weights_file), eval_transform(config),
+                       data_config=config)
