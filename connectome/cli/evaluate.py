@@ -32,7 +32,7 @@ def with_model_options(f):
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_(model, weights, weights_file, data, eval_samples, batch_size, seed, device, as_json):
     """Top-1, top-5 and mean cross-entropy of MODEL on the evaluation split."""
-    from connectome.data.datasets import load_dataset, subset
+    from connectome.data import load_dataset, subset
     from connectome.evaluate import evaluate
     from connectome.models.load import load_model
 

@@ -1,1 +1,18 @@
-"""(package docstring to write)"""
+"""Datasets: a data spec (`mnist`, `fashion-mnist`, `cifar10`, `imagenet:PATH`, `folder:PATH`) as
+Splits, seeded subsets of them and batches.
+
+    specs      load_dataset: a spec resolved to Splits
+    tensors    ImageTensors (uint8 images in memory) and Normalization (to floats, as torchvision does)
+    splits     Splits, subset, batches, default_workers
+    mnist      MNIST and Fashion-MNIST from IDX files;  cifar  CIFAR-10's binary release
+    folders    image folders: folder:PATH (0..N-1), imagenet:PATH (wnid folders, ImageNet-1k indices)
+    paths      the download cache and Debian's Fashion-MNIST
+    decoded    an image folder's subsets decoded once into tensor files (--cache-calib)
+    datasets   the names above, for code that imports them from there
+"""
+
+from connectome.data.specs import KINDS, load_dataset
+from connectome.data.splits import Splits, batches, default_workers, subset
+from connectome.data.tensors import ImageTensors, Normalization
+
+__all__ = ["load_dataset", "subset", "batches", "Splits", "ImageTensors", "Normalization", "default_workers", "KINDS"]

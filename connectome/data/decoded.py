@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from connectome.io import folder_lock, save_state
-from connectome.data.datasets import ImageTensors, Normalization, default_workers
+from connectome.data.splits import default_workers
+from connectome.data.tensors import ImageTensors, Normalization
 from connectome.errors import ConnectomeError
 
 FORMAT = "connectome.decoded/1"

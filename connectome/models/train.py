@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from connectome.io import save_state, write_text
-from connectome.data.datasets import batches, load_dataset, subset
+from connectome.data import batches, load_dataset, subset
 from connectome.evaluate import evaluate
 from connectome.models.load import load_model
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from connectome.data import datasets as data
-from connectome.data.datasets import ImageTensors, batches, load_dataset, read_idx, subset
+from connectome.data import ImageTensors, batches, cifar, load_dataset, paths, subset
+from connectome.data.mnist import read_idx
 from connectome.errors import ConnectomeError
 from conftest import SHARED_MNIST, write_idx
 from httpserver import FileServer
@@ -36,7 +36,7 @@ def test_real_mnist():
 
 
 def test_fashion_mnist_from_debian():
-    if not data.DEBIAN_FASHION_MNIST.is_dir():
+    if not paths.DEBIAN_FASHION_MNIST.is_dir():
         pytest.skip("dataset-fashion-mnist is not installed")
     s = load_dataset("fashion-mnist")
     assert len(s.train) == 60000 and len(s.test) == 10000 and s.num_classes == 10
@@ -47,7 +47,7 @@ def test_mnist_download_through_torchvision(tmp_path, monkeypatch):
     import torchvision.datasets as tvd
     served = write_idx(tmp_path / "served")
     md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in served.iterdir()}
-    monkeypatch.setattr(data, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(tvd.MNIST, "resources", [(n, md5[n]) for n in sorted(md5)])
     with FileServer(served) as server:
         monkeypatch.setattr(tvd.MNIST, "mirrors", [server.url])
@@ -60,7 +60,7 @@ def test_mnist_download_through_torchvision(tmp_path, monkeypatch):
 
 def test_download_failure_says_where_to_put_files(tmp_path, monkeypatch):
     import torchvision.datasets as tvd
-    monkeypatch.setattr(data, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(tvd.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens on port 9
     with pytest.raises(ConnectomeError, match="put the four IDX files in"):
         load_dataset("mnist")
@@ -90,10 +90,10 @@ def test_cifar_download_of_the_binary_release(tmp_path, monkeypatch):
     archive = tmp_path / "www" / "cifar-10-binary.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "src" / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
-    monkeypatch.setattr(data, "CACHE", tmp_path / "cache")
-    monkeypatch.setattr(data, "CIFAR10_BINARY_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(cifar, "CIFAR10_BINARY_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
     with FileServer(tmp_path / "www") as server:
-        monkeypatch.setattr(data, "CIFAR10_BINARY_URL", server.url + "cifar-10-binary.tar.gz")
+        monkeypatch.setattr(cifar, "CIFAR10_BINARY_URL", server.url + "cifar-10-binary.tar.gz")
         assert len(load_dataset("cifar10").train) == 100
 
 
@@ -131,7 +131,7 @@ def test_subsets_are_seeded_and_disjoint():
 def test_normalization_equals_torchvisions_bit_for_bit():
     from torchvision.transforms import v2
     from torchvision.transforms.functional import convert_image_dtype, normalize
-    from connectome.data.datasets import Normalization
+    from connectome.data import Normalization
     x = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     assert torch.equal(Normalization(mean, std)(x), normalize(convert_image_dtype(x, torch.float32), mean, std))
@@ -144,7 +144,7 @@ def test_normalization_equals_torchvisions_bit_for_bit():
 
 def test_batches_on_a_device_and_default_workers(monkeypatch):
     from torch.utils.data import TensorDataset
-    from connectome.data.datasets import default_workers
+    from connectome.data import default_workers
     ds = ImageTensors(torch.randint(0, 256, (10, 1, 2, 2), dtype=torch.uint8), torch.arange(10))
     for (a, ya), (b, yb) in zip(batches(ds, 4), batches(ds, 4, device="cpu"), strict=True):
         assert torch.equal(a, b) and torch.equal(ya, yb) and b.dtype == torch.float32

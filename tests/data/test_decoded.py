@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from connectome.data import decoded as dec
 from connectome.cli import main
-from connectome.data.datasets import batches, subset
+from connectome.data import batches, subset
 from connectome.pruning.mask import Mask
 
 

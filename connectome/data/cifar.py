@@ -1,0 +1,49 @@
+"""CIFAR-10 from its binary release (read without unpickling anything; the python release is
+pickles), from a local folder or downloaded into the cache; held in memory as ImageTensors."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from connectome.data import paths
+from connectome.data.splits import Splits
+from connectome.data.tensors import ImageTensors
+from connectome.errors import ConnectomeError, reason
+
+CIFAR10_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_BINARY_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+
+
+def _read_cifar_bin(files: list[Path]) -> ImageTensors:
+    # Each record: one label byte, then 3072 bytes of a 32x32 image, red, green, blue planes.
+    raw = np.concatenate([np.fromfile(f, dtype=np.uint8) for f in files])
+    if raw.size % 3073:
+        raise ConnectomeError(f"CIFAR-10 binary files {files[0].parent} are truncated")
+    raw = raw.reshape(-1, 3073)
+    images = torch.from_numpy(raw[:, 1:].copy()).view(-1, 3, 32, 32)
+    return ImageTensors(images, torch.from_numpy(raw[:, 0].astype(np.int64)))
+
+
+def _cifar_folder(root: Path) -> Path | None:
+    for folder in (root, root / "cifar-10-batches-bin"):
+        if all((folder / f"data_batch_{i}.bin").is_file() for i in range(1, 6)) and (folder / "test_batch.bin").is_file():
+            return folder
+    return None
+
+
+def cifar10(path: str | None) -> Splits:
+    root = Path(path) if path else paths.CACHE / "cifar10"
+    folder = _cifar_folder(root)
+    if folder is None and path is None:
+        from torchvision.datasets.utils import download_and_extract_archive
+        try:
+            download_and_extract_archive(CIFAR10_BINARY_URL, str(root), md5=CIFAR10_BINARY_MD5)
+        except Exception as e:
+            raise ConnectomeError(f"no local CIFAR-10 and the download of {CIFAR10_BINARY_URL} failed "
+                                  f"({reason(e)}): extract it into {root} or pass --data cifar10:/path") from None
+        folder = _cifar_folder(root)
+    if folder is None:
+        raise ConnectomeError(f"{root} holds no CIFAR-10 binary batches (data_batch_1.bin ... test_batch.bin)")
+    train = _read_cifar_bin([folder / f"data_batch_{i}.bin" for i in range(1, 6)])
+    return Splits(train, _read_cifar_bin([folder / "test_batch.bin"]), 10, "cifar10")

@@ -1,0 +1,67 @@
+"""Image folders read as files through the model's eval transform: `folder:PATH`, classes numbered
+0..N-1 in sorted folder order, and `imagenet:PATH`, folders named by ImageNet-1k synset (wnid)
+labelled with their ImageNet-1k index, so a subset of the 1,000 classes (Imagenette's ten) is
+scored over all 1,000 logits.
+
+Both want PATH/train/ and PATH/val/ with one folder per class: the layout of torchvision's ImageNet
+root (beside its meta.bin) and of Imagenette. The wnid order is timm's shipped ImageNet-1k synset
+list (timm.data.ImageNetInfo), the order of every ImageNet-1k classifier's outputs.
+"""
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from torchvision.datasets import ImageFolder
+
+from connectome.data.splits import Splits
+from connectome.errors import ConnectomeError
+
+IMAGENET_CLASSES = 1000
+
+
+@lru_cache(maxsize=1)
+def imagenet_indices() -> dict[str, int]:
+    """wnid -> ImageNet-1k index (n01440764 -> 0, n02102040 -> 217, ...), from timm's synset list."""
+    from timm.data import ImageNetInfo
+
+    return {wnid: i for i, wnid in enumerate(ImageNetInfo("imagenet-1k").label_names())}
+
+
+class ImageNetFolder(ImageFolder):
+    """An ImageFolder whose class folders are ImageNet-1k wnids, any subset of them, each labelled with
+    its ImageNet-1k index. `classes` lists the folders present; `class_to_idx` maps them to indices."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
+        index = imagenet_indices()
+        for name in classes:
+            if name not in index:
+                raise ConnectomeError(f"{Path(directory) / name}: folder {name!r} is not an ImageNet-1k synset "
+                                      f"(imagenet:PATH wants wnid folders such as n01440764; folder:PATH numbers "
+                                      f"any folders 0..N-1)")
+        return classes, {name: index[name] for name in classes}
+
+
+def _read(cls, folder: Path, transforms) -> ImageFolder:
+    try:
+        return cls(str(folder), transform=transforms)
+    except FileNotFoundError as e:  # torchvision: no class folders, or a class folder without images
+        raise ConnectomeError(f"{folder}: {str(e).splitlines()[0]}") from None
+
+
+def image_folder(kind: str, path: str | None, transforms) -> Splits:
+    """`folder:PATH` or `imagenet:PATH` as Splits of train/ and val/ through `transforms`."""
+    if not path:
+        raise ConnectomeError(f"--data {kind}:PATH needs a folder with train/ and val/ subfolders")
+    root = Path(path)
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise ConnectomeError(f"{root / split} does not exist: {kind}:PATH needs train/ and val/ class folders")
+    if kind == "imagenet":  # labels are ImageNet indices: train/ and val/ may hold different subsets
+        train, val = (_read(ImageNetFolder, root / s, transforms) for s in ("train", "val"))
+        return Splits(train, val, IMAGENET_CLASSES, kind)
+    train, val = (_read(ImageFolder, root / s, transforms) for s in ("train", "val"))
+    if train.classes != val.classes:
+        raise ConnectomeError(f"{root}: train/ and val/ have different class folders")
+    return Splits(train, val, len(train.classes), kind)
