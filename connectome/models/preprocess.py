@@ -42,8 +42,9 @@ def _numbers(key: str, value, count: tuple[int, ...], kind=float, positive: bool
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        what = "positive numbers" if positive else "numbers"
-        raise ConnectomeError(f"preprocess {key}: wants {' or '.join(map(str, count))} {what}, got {value!r}")
+        what = ("a " if count == (1,) else " or ".join(map(str, count)) + " ") + ("positive " if positive else "")
+        what += "number" if count == (1,) else "numbers"
+        raise ConnectomeError(f"preprocess {key}: wants {what}, got {value!r}")
     return out
 
 

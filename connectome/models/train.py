@@ -7,7 +7,7 @@ can raise accuracy (see the field notes). The EMA weights are what gets saved.
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -20,29 +20,34 @@ from connectome.io import save_state, write_text
 from connectome.data import batches, load_dataset, subset
 from connectome.evaluate import evaluate
 from connectome.models.load import load_model
+from connectome.settings import RunSettings, setting
 
 
 @dataclass
-class TrainRecipe:
-    model: str
-    data: str = "fashion-mnist"
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    warmup_epochs: int = 1
-    label_smoothing: float = 0.1
-    mixup_alpha: float = 0.2  # 0 disables
-    cutmix_alpha: float = 1.0  # 0 disables
-    mix_prob: float = 1.0  # fraction of batches that get mixup or cutmix
-    crop_padding: int = 2  # random translation by up to this many pixels; 0 disables
-    hflip: bool = True
-    erasing_prob: float = 0.1
-    ema_decay: float = 0.999  # 0 disables
-    val_samples: int = 5000  # held out of the training split, for reporting while training
-    seed: int = 0
-    threads: int = 0  # 0 leaves torch's default
+class TrainRecipe(RunSettings):
+    """A reference model's training, declared once (connectome.settings): a recipe's values are checked
+    by the same code as every other command's settings."""
+    KIND = "train"
+
+    model: str = setting(help="The model to train from its initialisation: a reference model (or package.module:function).")
+    data: str = setting("fashion-mnist", "Data spec.")
+    epochs: int = setting(30, "Epochs.", minimum=1)
+    batch_size: int = setting(128, "Batch size.", minimum=1)
+    lr: float = setting(0.1, "Peak learning rate (SGD, Nesterov momentum).", above=0)
+    momentum: float = setting(0.9, "SGD momentum.", minimum=0, below=1)
+    weight_decay: float = setting(5e-5, "Weight decay, on weights of two or more dimensions only.", minimum=0)
+    warmup_epochs: int = setting(1, "Linear warmup before the cosine schedule.", minimum=0)
+    label_smoothing: float = setting(0.1, "Of the training loss.", minimum=0, below=1)
+    mixup_alpha: float = setting(0.2, "Mixup's alpha; 0 disables.", minimum=0)
+    cutmix_alpha: float = setting(1.0, "CutMix's alpha; 0 disables.", minimum=0)
+    mix_prob: float = setting(1.0, "Share of batches that get mixup or cutmix.", minimum=0, maximum=1)
+    crop_padding: int = setting(2, "Random translation by up to this many pixels; 0 disables.", minimum=0)
+    hflip: bool = setting(True, "Random horizontal flips.")
+    erasing_prob: float = setting(0.1, "Random erasing's probability.", minimum=0, maximum=1)
+    ema_decay: float = setting(0.999, "EMA of the weights; 0 disables.", minimum=0, below=1)
+    val_samples: int = setting(5000, "Held out of the training split, for reporting while training.", minimum=1)
+    seed: int = setting(0, "Seed of the initialisation, the held-out split and the augmentations.", minimum=0)
+    threads: int = setting(0, "torch threads; 0 leaves torch's default.", minimum=0, runtime=True)
 
 
 def ema_with_warmup(decay: float):
@@ -139,4 +144,4 @@ def train(recipe: TrainRecipe, out: Path, device: str = "cpu", progress: bool = 
     return report
 
 
-RECIPE_KEYS = {f.name for f in fields(TrainRecipe)}
+RECIPE_KEYS = {s.name for s in TrainRecipe.specs()}
