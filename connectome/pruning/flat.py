@@ -68,6 +68,13 @@ class FlatWeights:
         if DEFERRED + self.names[0] in mask:
             self.deferred = torch.cat([mask[DEFERRED + n].reshape(-1) for n in self.names]).to(self.base.device)
 
+    def units(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per weight, the output unit it feeds; per unit, its size (connectome.pruning.step.unit_index)."""
+        if getattr(self, "_units", None) is None:
+            from connectome.pruning.step import unit_index
+            self._units = unit_index(self)
+        return self._units
+
     def removed(self) -> int:
         return int((~self.mask & self.eligible).sum())
 

@@ -163,45 +163,60 @@ class Run:
         if swapping:
             restored = step.choose_restores(flat, stats, max(1, int(round(s.restore_fraction * st.size))))
             flat.mask[restored] = True  # restore first, so the deletions are chosen among all survivors
-            removed = step.choose_removals(flat, self.criterion, stats, len(restored), gen)
+            removed = step.choose_removals(flat, self.criterion, stats, len(restored), gen, s.unit_share,
+                                           s.unknown_last)
         else:
             restored = step.choose_restores(flat, stats, 0)
-            removed = step.choose_removals(flat, self.criterion, stats, min(st.size, target - flat.removed()), gen)
+            removed = step.choose_removals(flat, self.criterion, stats, min(st.size, target - flat.removed()), gen,
+                                           s.unit_share, s.unknown_last)
         flat.mask[removed] = False
         flat.write()
         prediction, curvature = step.predicted(flat, stats, removed, restored)
         after = self._eval(self.setup.accept, "acceptance", keep_per_sample=True)
         actual = self._objective(after) - self._objective(self.before)
         stderr = step.paired_stderr(after, self.before)
-        # At the smallest size a failed step says its weights are mispredicted, not that it was too big:
-        # defer them (ranked last from now on) and try the next ones; only after MAX_DEFERRALS failures in
-        # a row is a step taken regardless, so that the run still ends at the exact count.
-        forced = st.size <= min_size and st.deferrals_in_row >= MAX_DEFERRALS
         # Each step may also spend its share of the run's budget: without it, steps of weights whose
         # predicted change is ~0 are rejected by noise alone and the run crawls at the minimum size.
         dense = st.log[0]  # the loss budget is a fraction of the dense model's acceptance loss
         budget = s.loss_budget * dense.get("accept_objective", dense["accept_loss"]) * len(removed) / self.budget_target
-        ok = step.acceptable(actual, prediction, curvature, stderr, budget, s.tolerance)
+        descent = s.keep_descents and step.is_descent(actual, stderr)
+        ok = descent or step.as_predicted(actual, prediction, curvature, stderr, budget, s.tolerance)
+        smallest = st.size <= min_size
+        if not ok and smallest and s.keep_descents and not step.hurts(actual, stderr, budget):
+            ok = True  # nothing smaller to try, and it does no measurable harm
         if s.max_top1_drop is not None and self.before.top1 - after.top1 > s.max_top1_drop:
             ok = False
+        # At the smallest size a step that measurably hurts says its weights are mispredicted, not that
+        # it was too big: defer them (ranked last from now on) and try the next ones; only after
+        # MAX_DEFERRALS failures in a row is a step taken regardless, so that the run ends at its count.
+        forced = smallest and st.deferrals_in_row >= MAX_DEFERRALS and not ok
         row = {"stderr": stderr, "step": st.step_index + 1, "phase": "swap" if swapping else "remove",
-               "accepted": ok or forced, "forced": forced and not ok, "size": len(removed), "restored": len(restored),
-               "predicted": prediction, "actual": actual,
+               "accepted": ok or forced, "forced": forced, "descent": descent, "size": len(removed),
+               "restored": len(restored), "predicted": prediction, "actual": actual,
                "calib_loss": stats.loss if stats else None, "calib_top1": stats.top1 if stats else None,
                **after.as_dict("accept_")}
         st.step_index += 1
         if ok or forced:
             st.deferrals_in_row = 0
             self.before = after
-            st.size = min(self._steps(s.max_step), max(min_size, int(math.ceil(st.size * s.grow))))
+            st.size = step.next_size(st.size, True, actual, prediction, s.ratio_hold if s.keep_descents else -math.inf,
+                                     s.grow, s.shrink, min_size, self._steps(s.max_step), stderr)
         else:
             flat.mask[removed] = True
             flat.mask[restored] = False
             flat.write()
-            if st.size <= min_size:
-                flat.deferred[removed] = True
+            suspects = step.dominant(flat, stats, removed) if s.keep_descents else removed[:0]
+            if 0 < len(suspects) <= 0.05 * len(removed) and st.deferrals_in_row < MAX_DEFERRALS:
+                # A few weights carried the failed prediction: defer them, retry the rest at this size.
+                flat.deferred[suspects] = True
                 st.deferrals_in_row += 1
-                row["deferred"] = len(removed)
-            st.size = max(min_size, int(st.size * s.shrink))
+                row["deferred"] = len(suspects)
+            else:
+                if smallest:
+                    flat.deferred[removed] = True
+                    st.deferrals_in_row += 1
+                    row["deferred"] = len(removed)
+                st.size = step.next_size(st.size, False, actual, prediction, s.ratio_hold, s.grow, s.shrink,
+                                         min_size, self._steps(s.max_step))
         row["removed"] = flat.removed()
         return row

@@ -53,6 +53,16 @@ class PruneSettings(RunSettings):
     restore_cycles: int = setting(0, "Delete-and-restore steps after the target.", minimum=0)
     restore_fraction: float = setting(0.5, "Share of a swap step's size that is restored.", above=0, maximum=1)
     seed: int = setting(0, "Seed of the calibration subsets and of random choices.", minimum=0)
+    keep_descents: bool = setting(True, "Keep a step whose measured loss fell beyond its noise, however much more was "
+                                        "predicted; size steps by the measured/predicted ratio; defer only weights "
+                                        "whose removal measurably hurt (off: the first version's rule).",
+                                  hashed_when_set=True)
+    unknown_last: bool = setting(True, "Rank weights whose gradient and second moment are both zero after all "
+                                       "others (unknown, not free).", hashed_when_set=True)
+    ratio_hold: float = setting(0.5, "Grow the next step only while measured/predicted change stays at least this.",
+                                minimum=0, hashed_when_set=True)
+    unit_share: float | None = setting(None, "Largest share of one output unit's weights (a row, a conv filter) a "
+                                             "step may take.", above=0, maximum=1, hashed_when_set=True)
     # Runtime: how the run is computed, not what it decides.
     eval_every: int = setting(5, "Evaluate on the evaluation split every this many accepted steps.", minimum=1,
                               runtime=True)

@@ -1,0 +1,71 @@
+"""Step proposal and acceptance as small functions."""
+
+import math
+
+import torch
+from torch import nn
+
+from connectome.pruning import step
+from connectome.pruning.flat import FlatWeights
+from connectome.pruning.statistics import GradStats
+
+
+def flat_of(*shapes):
+    torch.manual_seed(0)
+    return FlatWeights({f"w{i}": nn.Parameter(torch.randn(s)) for i, s in enumerate(shapes)})
+
+
+def stats_of(flat, grad, second):
+    g, f = flat.split(grad), flat.split(second)
+    return GradStats(grad=g, second=f, variance={n: torch.zeros_like(t) for n, t in g.items()}, samples=10,
+                     loss=1.0, top1=50.0)
+
+
+def test_descents_are_kept_and_only_harm_defers():
+    assert step.is_descent(-0.05, 0.01) and not step.is_descent(-0.015, 0.01)
+    assert step.hurts(0.05, 0.01, 0.0) and not step.hurts(0.015, 0.01, 0.0)
+    # The first version's rule rejected this (predicted -0.28, measured -0.049): the new one keeps it.
+    assert not step.as_predicted(-0.049, -0.28, 0.01, 0.0037, 0.0, 4.0) and step.is_descent(-0.049, 0.0037)
+
+
+def test_size_grows_while_the_ratio_holds():
+    kw = dict(hold=0.5, grow=1.5, shrink=0.5, smallest=10, largest=1000)
+    assert step.next_size(100, True, -0.08, -0.1, **kw) == 150  # ratio 0.8
+    assert step.next_size(100, True, -0.01, -0.1, **kw) == 100  # ratio 0.1: keep the size
+    assert step.next_size(100, True, 0.0, -1e-4, stderr=1e-3, **kw) == 150  # prediction inside the noise
+    assert step.next_size(100, False, 0.3, -0.1, **kw) == 50
+    assert step.next_size(900, True, -0.1, -0.1, **kw) == 1000 and step.next_size(12, False, 1, -1, **kw) == 10
+
+
+def test_unit_caps_limit_a_step_per_output_unit():
+    flat = flat_of((4, 1, 3, 3), (2, 5))  # a depthwise-like conv (4 kernels of 9 taps) and a 2x5 linear
+    units, sizes = flat.units()
+    assert units.tolist()[:9] == [0] * 9 and units.tolist()[36:] == [4] * 5 + [5] * 5
+    assert sizes.tolist() == [9, 9, 9, 9, 5, 5]
+    caps = (sizes * 0.34).floor().clamp(min=1).long()  # 3 taps of a kernel, 1 weight of a row
+    candidates = torch.arange(46)  # in score order: all of kernel 0 first
+    chosen = step.cap_per_unit(candidates, units, caps, 8)
+    assert chosen.tolist() == [0, 1, 2, 9, 10, 11, 18, 19]
+    assert len(step.cap_per_unit(candidates, units, caps, 20)) == 20  # caps yield when they run out
+
+
+def test_unknown_statistics_rank_last():
+    from connectome.pruning.criteria import get
+    flat = flat_of((3, 4))
+    grad = torch.full((12,), 0.1)
+    second = torch.full((12,), 0.01)
+    grad[[2, 5]] = 0.0
+    second[[2, 5]] = 0.0
+    scores = step.ranked_scores(flat, get("fisher"), stats_of(flat, grad, second), torch.Generator())
+    assert set(torch.argsort(scores)[-2:].tolist()) == {2, 5}  # fisher would call them free (score 0)
+    plain = step.ranked_scores(flat, get("fisher"), stats_of(flat, grad, second), torch.Generator(), unknown_last=False)
+    assert set(torch.argsort(plain)[:2].tolist()) == {2, 5}
+
+
+def test_dominant_weights_of_a_prediction():
+    flat = flat_of((10,))
+    grad = torch.zeros(10)
+    grad[3] = 100.0 * math.copysign(1, float(flat.base[3]))  # one weight predicted to help enormously
+    grad[[0, 1]] = 0.01 * flat.base[[0, 1]].sign()
+    idx = torch.arange(10)
+    assert step.dominant(flat, stats_of(flat, grad, torch.zeros(10)), idx).tolist() == [3]
