@@ -24,6 +24,7 @@ from connectome.pruning.loop import Run
 from connectome.pruning.settings import CompareSettings
 from connectome.pruning.setup import Runtime, prepare
 from connectome.pruning.statistics import collect
+from connectome.sizes import parse_count
 
 ITERATIVE = {"connectome"}
 
@@ -72,8 +73,11 @@ def iterative(setup, method: str, counts: list[int], seed: int, out: Path, rt: R
     return rows, per_layer
 
 
-def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True) -> dict:
-    """Every method of `cs` on every seed; writes compare.csv, compare.json, compare.png, layers.png."""
+def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
+            limits: dict[str, str] | None = None) -> dict:
+    """Every method of `cs` on every seed; writes compare.csv, compare.json, compare.png, layers.png.
+    `limits` caps a method's counts, written as counts are ("10%"): a benchmark spends no evaluation
+    where a method has collapsed."""
     out = Path(out) if out else cs.default_out()
     if out.exists() and not out.is_dir():
         raise ConnectomeError(f"--out {out} is a file, not a folder")
@@ -91,22 +95,25 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True)
                          workers=rt.workers_for(evaluation), channels_last=rt.channels_last)
             dense = {"top1": d.top1, "top5": d.top5, "loss": d.loss, "samples": d.samples}
         setup = replace(setup, evaluation=evaluation)
-        counts = grid(setup.target, cs.points)
+        counts = grid(setup.target, cs.points) if not cs.counts else sorted(
+            {min(parse_count(c, setup.flat.prunable()), setup.target) for c in cs.counts})
         stats = None
         if any(criteria.REGISTRY[m].needs_statistics for m in methods if m not in ITERATIVE):
             stats = collect(setup.loaded.module, setup.flat.params, setup.decision, cs.batch_size, device,
                             cs.label_smoothing, rt.autocast_dtype, progress, workers=rt.workers_for(setup.decision),
                             channels_last=rt.channels_last)  # shared by every one-shot criterion
         for method in methods:
+            limit = parse_count(limits[method], setup.flat.prunable()) if method in (limits or {}) else counts[-1]
+            mine = [k for k in counts if k <= limit] or counts[:1]
             if method in ITERATIVE:
-                r, layer = iterative(setup, method, counts, seed, out, rt)
+                r, layer = iterative(setup, method, mine, seed, out, rt)
             else:
-                r, layer = one_shot(setup, method, stats, counts, seed, rt)
+                r, layer = one_shot(setup, method, stats, mine, seed, rt)
             rows += r
             layers.setdefault(method, layer)
     summary = summarise(rows, dense, methods)
     write_outputs(out, rows, layers, dense, summary, cs, setup.flat.prunable())
-    return {"dense": dense, "summary": summary, "rows": rows}
+    return {"dense": dense, "summary": summary, "rows": rows, "prunable": setup.flat.prunable()}
 
 
 def values_by_count(rows, method: str, key: str = "top1") -> dict[int, list[float]]:

@@ -104,12 +104,19 @@ class CompareSettings(PruneSettings):
     methods: list[str] = setting(["connectome", "magnitude", "random", "taylor", "fisher"],
                                  "Criteria to compare (comma-separated or repeated).", choices=_criteria)
     points: int = setting(20, "Grid points up to --remove.", minimum=1)
+    counts: list[str] = setting([], "The grid's counts instead of --points (e.g. 5%,10%,20%), where the curves bend; "
+                                    "none above --remove.", hashed_when_set=True)
     seeds: int = setting(3, "Seeds of the calibration subsets and random choices.", minimum=1)
 
     def check(self) -> None:
         super().check()
         if not self.methods:
             raise ValueError("methods names no method")
+        for c in self.counts:
+            try:
+                parse_count(c, 100) if c.strip().endswith("%") else parse_count(c, 10**18)
+            except Exception as e:
+                raise ValueError(f"counts: {e}") from None
 
     def run_name(self) -> str:
         return f"compare-{self.model}"
