@@ -69,10 +69,17 @@ class FlatWeights:
             self.deferred = torch.cat([mask[DEFERRED + n].reshape(-1) for n in self.names]).to(self.base.device)
 
     def units(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per weight, the output unit it feeds; per unit, its size (connectome.pruning.step.unit_index)."""
+        """Per weight, the output unit it feeds (a row of a linear layer, an output channel of a conv:
+        for a depthwise 3x3 its 9 taps), and per unit, its number of weights."""
         if getattr(self, "_units", None) is None:
-            from connectome.pruning.step import unit_index
-            self._units = unit_index(self)
+            ids, sizes, offset = [], [], 0
+            for n in self.names:
+                p = self.params[n]
+                out, per = p.shape[0], p[0].numel()
+                ids.append(torch.arange(offset, offset + out, device=self.base.device).repeat_interleave(per))
+                sizes.append(torch.full((out,), per, device=self.base.device))
+                offset += out
+            self._units = torch.cat(ids), torch.cat(sizes)
         return self._units
 
     def removed(self) -> int:

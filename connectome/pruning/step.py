@@ -39,19 +39,6 @@ def ranked_scores(flat: FlatWeights, criterion, stats, generator: torch.Generato
     return scores
 
 
-def unit_index(flat: FlatWeights) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per flat weight, the output unit it feeds (a row of a linear layer, an output channel of a
-    conv: for a depthwise 3x3 its 9 taps), and per unit, its number of weights."""
-    ids, sizes, offset = [], [], 0
-    for n in flat.names:
-        p = flat.params[n]
-        out, per = p.shape[0], p[0].numel()
-        ids.append(torch.arange(offset, offset + out, device=flat.base.device).repeat_interleave(per))
-        sizes.append(torch.full((out,), per, device=flat.base.device))
-        offset += out
-    return torch.cat(ids), torch.cat(sizes)
-
-
 def cap_per_unit(candidates: torch.Tensor, units: torch.Tensor, caps: torch.Tensor, k: int) -> torch.Tensor:
     """The first k of `candidates` (in order) taking at most caps[u] weights of any unit u, then, if
     the caps leave fewer than k, the next candidates regardless (a run still ends at its count)."""
