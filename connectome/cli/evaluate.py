@@ -20,24 +20,27 @@ def with_model_options(f):
     return f
 
 
-
 @click.command("eval")
 @click.argument("model")
 @with_model_options
-@click.option("--data", default=None, help="Data spec (default: the reference model's own data).")
+@click.option("--data", default=None, help="Data spec (default: the reference model's own data); imagenet:PATH "
+                                          "for wnid folders, labelled with their ImageNet-1k indices.")
+@click.option("--preprocess", multiple=True, metavar="KEY=VALUE",
+              help="Override the model's eval preprocessing (timm data-config keys: input_size, interpolation, "
+                   "mean, std, crop_pct, crop_mode), e.g. --preprocess crop_pct=1.0; repeatable.")
 @click.option("--eval-samples", type=int, default=None, help="Evaluate a seeded subset of this size.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def eval_(model, weights, weights_file, data, eval_samples, batch_size, seed, device, as_json):
+def eval_(model, weights, weights_file, data, preprocess, eval_samples, batch_size, seed, device, as_json):
     """Top-1, top-5 and mean cross-entropy of MODEL on the evaluation split."""
     from connectome.data import load_dataset, subset
     from connectome.evaluate import evaluate
     from connectome.models.load import load_model
 
     device = resolve_device(device)
-    loaded = load_model(model, weights=weights, weights_file=weights_file)
+    loaded = load_model(model, weights=weights, weights_file=weights_file, preprocess=list(preprocess))
     data = data or loaded.dataset
     if not data:
         raise ConnectomeError(f"--data is required for {model}")

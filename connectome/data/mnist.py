@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from connectome.data import paths
+import connectome.data.paths as paths
 from connectome.data.splits import Splits
 from connectome.data.tensors import ImageTensors
 from connectome.errors import ConnectomeError, reason

@@ -13,7 +13,7 @@ a download.
 from dataclasses import replace
 
 from connectome.errors import ConnectomeError
-from connectome.models import sources as _sources  # noqa: F401  (registers every source)
+import connectome.models.sources  # noqa: F401  (registers every source)
 from connectome.models.files import (REFERENCE_WEIGHTS, WEIGHTS_DIR, file_sha256, load_weights,  # noqa: F401
                                      read_state_file, state_sha256)
 from connectome.models.preprocess import data_config, eval_transform

