@@ -2,6 +2,7 @@
 
 The server and client need the `serve` extra (`pip install 'connectome[serve]'`)."""
 
+import math
 import os
 import secrets
 import stat
@@ -9,9 +10,11 @@ import time
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
+from connectome.cli.options import settings_options
 from connectome.errors import ConnectomeError
+from connectome.pruning.settings import PruneSettings
+from connectome.settings import parse_flag
 
 DEFAULT_PORT = 8470
 
@@ -67,7 +70,7 @@ def serve(root, host, port, token_file, workers, data_root, allow_user_code, max
     gpus = torch.cuda.device_count()
     if max_nproc is None:
         max_nproc = max(1, gpus)
-    policy = Policy(allow_user_code, tuple(Path(r).resolve() for r in data_root), max_nproc)
+    policy = Policy(allow_user_code, tuple(Path(r).resolve() for r in data_root), max_nproc, gpus)
     # Bind here, so that --port 0 can print the port it got before the server starts.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -127,10 +130,10 @@ def _token(token, token_file):
 
 def _fmt(job: dict) -> str:
     removed = f"{job['removed']:,}" if job["removed"] is not None else "-"
-    target = f"{job['target']:,}" if job["target"] else job["remove"]
+    target = f"{job['target']:,}" if job["target"] else str(job["remove"] or "-")
     top1 = f"{job['top1']:.2f}%" if job["top1"] is not None else "-"
     elapsed = f"{job['elapsed']:.0f}s" if job["elapsed"] is not None else "-"
-    return f"{job['id']:>4}  {job['state']:<9}  {job['model'][:28]:<28}  {removed:>10} / {target:<10}  {top1:>7}  {elapsed:>6}"
+    return f"{job['id']:>4}  {job['state']:<9}  {(job['model'] or '-')[:28]:<28}  {removed:>10} / {target:<10}  {top1:>7}  {elapsed:>6}"
 
 
 @click.group()
@@ -141,27 +144,44 @@ def submit(ctx, server, token, token_file):
     ctx.obj = {"server": server, "token": _token(token, token_file)}
 
 
-def _prune_params():
-    from connectome.cli.prune import prune
-    from connectome.serve.spec import SERVER_OWNED
-    return [p for p in prune.params if p.name not in SERVER_OWNED]
+def job_fields(cls, params: dict) -> dict:
+    """The settings given as flags, as JSON fields typed as the settings are (numbers as numbers,
+    lists as lists); values are not checked here: the server checks them and names the field."""
+    out = {}
+    for spec in cls.specs():
+        value = params.get(spec.name)
+        if value is None or value == ():
+            continue
+        if spec.is_list:
+            value = [v.strip() for item in value for v in item.split(",") if v.strip()]
+        elif isinstance(value, str):
+            number = parse_flag(spec, value)
+            # JSON has no Infinity: a non-finite number goes as written, for the server to refuse
+            value = number if not isinstance(number, float) or math.isfinite(number) else value
+        out[spec.name] = value
+    return out
 
 
-@submit.command("prune", params=_prune_params())
-@click.option("--nproc-per-node", type=int, default=1, show_default=True, help="Ranks under torchrun on the server.")
+def _job_settings() -> tuple[str, ...]:
+    """Settings a service job may not set: no option for them."""
+    return tuple(s.name for s in PruneSettings.specs() if not s.meta["server"])
+
+
+@submit.command("prune")
+@settings_options(PruneSettings, skip=_job_settings())
+@click.option("--recipe", default=None, help="A recipe of the project (or a file under a data root of the server); "
+                                             "flags override it.")
+@click.option("--nproc-per-node", type=int, default=None, help="Ranks under torchrun on the server.  [default: 1]")
 @click.option("--follow", is_flag=True, help="Show a progress bar until the job ends.")
 @click.pass_context
-def submit_prune(ctx, follow, **params):
-    """The flags of `connectome prune` (those given are sent; the server fills in the rest)."""
-    from connectome.serve.spec import field_name
-
-    body = {"command": "prune"}
-    for p in _prune_params():
-        if ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE:
-            value = params[p.name]
-            body[field_name(p)] = list(value) if isinstance(value, tuple) else value
-    if ctx.get_parameter_source("nproc_per_node") == ParameterSource.COMMANDLINE:
-        body["nproc_per_node"] = params["nproc_per_node"]
+def submit_prune(ctx, recipe, nproc_per_node, follow, **params):
+    """The settings of `connectome prune` as flags: those given are sent, the server checks them and
+    fills in the rest."""
+    body = {"command": "prune", **job_fields(PruneSettings, params)}
+    if recipe is not None:
+        body["recipe"] = recipe
+    if nproc_per_node is not None:
+        body["nproc_per_node"] = nproc_per_node
     with _client(ctx.obj["server"], ctx.obj["token"]) as client:
         job = _request(client, "POST", "/api/jobs", json=body)
         click.echo(f"job {job['id']} queued: {job['model']}, remove {job['remove']}  ({ctx.obj['server']}/#job={job['id']})")

@@ -18,9 +18,9 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     command TEXT NOT NULL,
-    spec TEXT NOT NULL,           -- the submitted JSON, without "command"
-    argv TEXT NOT NULL,           -- the validated `connectome prune` arguments
-    model TEXT NOT NULL,          -- as resolved (the spec may name only a recipe)
+    spec TEXT NOT NULL,           -- the validated settings as JSON, with nproc_per_node (what the worker runs)
+    argv TEXT NOT NULL,           -- unused ("[]"): jobs of earlier servers kept `prune` arguments here
+    model TEXT NOT NULL,          -- as resolved (the body may have named only a recipe)
     remove TEXT NOT NULL,
     state TEXT NOT NULL,
     created REAL NOT NULL,
@@ -62,14 +62,16 @@ class JobStore:
         with self.lock:
             return self.db.execute(sql, args).fetchall()
 
-    def add(self, command: str, spec: dict, argv: list[str], model: str, remove: str) -> int:
+    def add(self, command: str, spec: dict, model: str, remove: str) -> int:
         with self.lock:
             cur = self.db.execute("INSERT INTO jobs (command, spec, argv, model, remove, state, created) "
-                                  "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
-                                  (command, json.dumps(spec), json.dumps(argv), model, remove, time.time()))
+                                  "VALUES (?, ?, '[]', ?, ?, 'queued', ?)",
+                                  (command, json.dumps(spec, allow_nan=False), model, remove, time.time()))
             return cur.lastrowid
 
     def get(self, job_id: int) -> dict | None:
+        if not -2**63 <= job_id < 2**63:  # outside SQLite's integers: no such row
+            return None
         rows = self._exec("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return dict(rows[0]) if rows else None
 

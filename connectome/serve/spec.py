@@ -1,23 +1,28 @@
-"""A submitted job, as JSON, becomes a `connectome prune` command line, checked by the CLI's own code.
+"""A submitted JSON job becomes validated `PruneSettings`, which is what the service stores and runs.
 
-The JSON keys are the flags of `prune` with dashes turned into underscores. They are turned into
-`--flag=value` arguments and parsed by the `prune` command itself (click), then resolved into
-`PruneSettings` and checked exactly as `connectome prune` does before it writes anything. So a job is
-refused for the same reasons, with the same message, and the worker later runs the same arguments.
+The body's keys are the settings' names (connectome.pruning.settings), checked by the settings' own
+validation, the code that also checks recipes and command-line flags, so a bad value is refused with
+one line that names the field. A few keys are the server's: `command` (always "prune"),
+`nproc_per_node` (ranks under torchrun) and `recipe` (read here, at submit time: its values,
+overridden by the body's fields, become the stored settings). `out`, `resume` and `quiet` are the
+server's to choose.
 
 On top of that the service refuses what only a shared server must: code imports (`package.module:fn`
-models) unless allowed, and any file path outside the data roots.
+models) unless allowed, any file path outside the data roots (every setting whose metadata says
+`path`), and settings a job may not set (metadata `server` false). Jobs that are well-formed but
+impossible on this server (connectome.serve.feasible) are refused too, before they are stored.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
 from connectome.errors import ConnectomeError
+from connectome.pruning.settings import PruneSettings
 
+SOURCE = "job"  # how messages name a submitted body
 SERVER_OWNED = {"out", "resume", "quiet"}  # the server picks the run folder and resumes after a restart
-SERVER_KEYS = {"nproc_per_node"}  # not `prune` flags: how the worker launches the job
+SERVER_KEYS = {"command", "nproc_per_node", "recipe"}  # not settings: what to run, how, and from which recipe
 
 
 @dataclass
@@ -25,95 +30,86 @@ class Policy:
     allow_user_code: bool = False
     data_roots: tuple[Path, ...] = ()
     max_nproc: int = 1
+    gpus: int = 0  # GPUs of the server (a job that asks for CUDA on a server without one is refused)
 
 
 @dataclass
 class Job:
-    spec: dict  # the body without "command"
-    argv: list[str]  # `connectome prune` arguments, without --out/--resume/--quiet
-    nproc: int
-    model: str  # as resolved from the flags and the recipe
-    remove: str
+    settings: PruneSettings
+    nproc: int = 1
 
-
-def _prune_command() -> click.Command:
-    from connectome.cli.prune import prune
-    return prune
-
-
-def field_name(p: click.Parameter) -> str:
-    """A flag's JSON field: its long option with underscores (`--calib-samples` -> calib_samples)."""
-    long = [o for o in p.opts if o.startswith("--")]
-    return long[0][2:].replace("-", "_") if long else p.name
-
-
-def to_argv(spec: dict) -> list[str]:
-    params = {field_name(p): p for p in _prune_command().params}
-    argv, positional = [], []
-    for key, value in spec.items():
-        if key in SERVER_KEYS:
-            continue
-        if key in SERVER_OWNED:
-            raise ConnectomeError(f"{key!r} is set by the server")
-        if key not in params:
-            raise ConnectomeError(f"unknown field {key!r}: the fields are the flags of `connectome prune`, "
-                                  f"with underscores (e.g. calib_samples)")
-        p = params[key]
-        values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, (str, int, float, bool)) for v in values) or (isinstance(value, list) and not p.multiple):
-            raise ConnectomeError(f"{key!r} must be {'a list of values' if p.multiple else 'a string, number or boolean'}")
-        if any(isinstance(v, str) and "\0" in v for v in values):
-            raise ConnectomeError(f"{key!r} holds a NUL character")  # no command line or path can carry one
-        if isinstance(p, click.Argument):
-            positional.append(str(value))
-        elif getattr(p, "is_flag", False):
-            if not isinstance(value, bool):
-                raise ConnectomeError(f"{key!r} is a flag: true or false")
-            if value or p.secondary_opts:  # --channels-last / --no-channels-last
-                argv.append(p.opts[0] if value else p.secondary_opts[0])
-        else:
-            argv += [f"{p.opts[0]}={v}" for v in values]
-    return argv + (["--", *positional] if positional else [])
+    @property
+    def spec(self) -> dict:
+        """What the store keeps: the validated settings, and the ranks to launch."""
+        return {**self.settings.to_dict(), "nproc_per_node": self.nproc}
 
 
 def parse(body, policy: Policy) -> Job:
-    """Validate a submitted body; raise ConnectomeError with one clear message."""
-    from connectome.cli.prune import settings_from
-    from connectome.pruning.run import check_settings
+    """Validate a submitted body; raise ConnectomeError with one line that names the field."""
+    from connectome.serve import feasible
 
     if not isinstance(body, dict):
         raise ConnectomeError("the body must be a JSON object")
     command = body.get("command", "prune")
     if command != "prune":
         raise ConnectomeError(f"unknown command {command!r}: the service runs `prune` jobs")
-    spec = {k: v for k, v in body.items() if k != "command"}
-    nproc = spec.get("nproc_per_node", 1)
+    owned = sorted(SERVER_OWNED & set(body))
+    if owned:
+        raise ConnectomeError(f"{SOURCE}: {owned[0]!r} is set by the server")
+    nproc = body.get("nproc_per_node", 1)
     if not isinstance(nproc, int) or isinstance(nproc, bool) or not 1 <= nproc <= policy.max_nproc:
-        raise ConnectomeError(f"nproc_per_node must be an integer from 1 to {policy.max_nproc} on this server")
-    argv = to_argv(spec)
-    command = _prune_command()
-    try:
-        ctx = command.make_context("prune", list(argv))
-    except click.UsageError as e:  # includes BadParameter and NoSuchOption: click's own message
-        raise ConnectomeError(e.format_message()) from None
-    _check_recipe(ctx.params.get("recipe"), policy)  # before it is read: a path could name any file
-    settings = settings_from(ctx.params, ctx)
-    check_settings(settings)
-    _check_model(settings.model, policy)
-    _check_paths(ctx.params, settings, command, policy)
-    return Job(spec, argv, nproc, settings.model, settings.remove)
+        raise ConnectomeError(f"{SOURCE}: nproc_per_node must be an integer from 1 to {policy.max_nproc} on this server")
+    values = {k: v for k, v in body.items() if k not in SERVER_KEYS}
+    source = SOURCE
+    if "recipe" in body:
+        recipe = body["recipe"]
+        if not isinstance(recipe, str) or "\0" in recipe:
+            raise ConnectomeError(f"{SOURCE}: recipe must be a recipe name of the project or a path under a data root")
+        check_recipe(recipe, policy)  # before it is read: a path could name any file
+        from connectome.recipes import load_recipe
+        values = {**load_recipe(recipe, PruneSettings.KIND), **values}
+        source = f"{SOURCE} (recipe {recipe})"
+    refused = sorted(set(values) & not_for_jobs(PruneSettings))
+    if refused:
+        raise ConnectomeError(f"{source}: {', '.join(refused)} cannot be set in a service job")
+    settings = PruneSettings.from_mapping(values, source)
+    check_model(settings.model, policy)
+    check_paths(settings, policy)
+    feasible.check(settings, policy, nproc)
+    return Job(settings, nproc)
 
 
-def _check_model(model: str, policy: Policy) -> None:
+def stored_settings(spec: dict, source: str) -> tuple[PruneSettings, int]:
+    """The settings and ranks of a stored job (as `Job.spec` wrote it), validated again: a row can
+    be damaged, or written by an earlier server (a body with a `recipe`, checked when it was stored)."""
+    if not isinstance(spec, dict):
+        raise ConnectomeError(f"{source}: the stored job is not a JSON object")
+    nproc = spec.get("nproc_per_node", 1)
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ConnectomeError(f"{source}: nproc_per_node must be a positive integer, got {nproc!r}")
+    values = {k: v for k, v in spec.items() if k not in SERVER_KEYS}
+    if isinstance(spec.get("recipe"), str):
+        from connectome.recipes import load_recipe
+        values = {**load_recipe(spec["recipe"], PruneSettings.KIND), **values}
+    return PruneSettings.from_mapping(values, source), nproc
+
+
+def not_for_jobs(cls) -> set[str]:
+    """Settings whose metadata says a service job may not set them."""
+    return {s.name for s in cls.specs() if not s.meta["server"]}
+
+
+def check_model(model: str, policy: Policy) -> None:
     from connectome.models.load import model_kind
 
-    kind = model_kind(model)
+    kind = model_kind(model)  # unknown names: ConnectomeError "unknown model ..."
     if kind == "user" and not policy.allow_user_code:
-        raise ConnectomeError(f"model {model!r} imports code, which this server refuses (start it with --allow-user-code)")
+        raise ConnectomeError(f"{SOURCE}: model {model!r} imports code, which this server refuses "
+                              f"(start it with --allow-user-code)")
     if kind == "timm":
         import timm
         if not timm.is_model(model[5:].split(".")[0]):
-            raise ConnectomeError(f"unknown timm model {model[5:]!r} (see `connectome models --timm`)")
+            raise ConnectomeError(f"{SOURCE}: unknown timm model {model[5:]!r} (see `connectome models --timm`)")
 
 
 def under_roots(path: str, roots) -> bool:
@@ -121,31 +117,56 @@ def under_roots(path: str, roots) -> bool:
     p = Path(path)
     if not p.is_absolute():
         return False
-    real = p.resolve()
-    return any(real.is_relative_to(Path(r).resolve()) for r in roots)
+    try:
+        real = p.resolve()
+        return any(real.is_relative_to(Path(r).resolve()) for r in roots)
+    except (OSError, ValueError):  # a name too long, a NUL: no such path under a root
+        return False
 
 
-def _check_paths(params: dict, settings, command: click.Command, policy: Policy) -> None:
-    paths = []
-    if settings.data and ":" in settings.data:
-        paths.append(("data", settings.data.partition(":")[2]))
-    if settings.weights_file:
-        paths.append(("weights_file", settings.weights_file))
-    for p in command.params:  # any other file option `prune` has, now or later
-        if isinstance(p.type, click.Path) and p.name not in SERVER_OWNED and p.name != "weights_file" and params.get(p.name):
-            paths.append((p.name, params[p.name]))
-    for key, path in paths:
+def data_kind(value: str) -> tuple[str, str | None] | None:
+    """(kind, path or None) of a data spec `KIND[:PATH]`; None when `value` is not one."""
+    from connectome.data.datasets import KINDS
+
+    kind, _, path = value.partition(":")
+    kind = kind.lower().replace("_", "-")
+    kind = {"fmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(kind, kind)
+    return (kind, path or None) if kind in KINDS else None
+
+
+def paths_of(settings) -> list[tuple[str, str]]:
+    """(field, path) of every file or folder the settings name: the fields whose metadata says `path`.
+    A data spec `KIND:PATH` names its PATH (and a bare `KIND` no file of the job's)."""
+    out = []
+    values = settings.to_dict()
+    for spec in settings.specs():
+        if not spec.meta["path"] or values[spec.name] is None:
+            continue
+        for value in values[spec.name] if spec.is_list else [values[spec.name]]:
+            data = data_kind(value)
+            path = data[1] if data else value
+            if path is not None:
+                out.append((spec.name, path))
+    return out
+
+
+def check_paths(settings, policy: Policy) -> None:
+    for name, path in paths_of(settings):
         if not under_roots(path, policy.data_roots):
             roots = ", ".join(map(str, policy.data_roots)) or "none configured: start the server with --data-root"
-            raise ConnectomeError(f"{key} {path!r} is not an absolute path under a data root ({roots})")
+            raise ConnectomeError(f"{SOURCE}: {name} {path!r} is not an absolute path under a data root ({roots})")
 
 
-def _check_recipe(recipe: str | None, policy: Policy) -> None:
+_RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_recipe(recipe: str, policy: Policy) -> None:
+    """A recipe of the project (by name) or a file under a data root; nothing else is read."""
     from connectome.recipes import RECIPES_DIR, find_recipe
 
-    if not recipe or under_roots(recipe, policy.data_roots):
+    if under_roots(recipe, policy.data_roots):
         return
-    if "/" in recipe or "\\" in recipe or recipe.startswith("."):
-        raise ConnectomeError(f"recipe {recipe!r} is neither a recipe name of the project nor under a data root")
+    if not _RECIPE_NAME.fullmatch(recipe):
+        raise ConnectomeError(f"{SOURCE}: recipe {recipe!r} is neither a recipe name of the project nor under a data root")
     if not find_recipe(recipe).resolve().is_relative_to(RECIPES_DIR.resolve()):
-        raise ConnectomeError(f"recipe {recipe!r} is not a recipe of the project")
+        raise ConnectomeError(f"{SOURCE}: recipe {recipe!r} is not a recipe of the project")

@@ -1,9 +1,11 @@
-"""Runs jobs: each one is a child `connectome prune --out=RUN --resume --quiet ...` process.
+"""Runs jobs: each one is a child `connectome prune --out=RUN [--resume] --quiet --job=RUN/job.json` process.
 
-A job runs exactly what the command line runs, so the service adds no second pruning path. Because
-it always runs with `--resume`, a job whose server died is simply started again: the run continues
-from its last saved step and ends with the mask an uninterrupted run would have. Progress is read
-from the run folder's state file, which the run rewrites atomically after every step.
+A job is its validated settings (connectome.serve.spec); the worker writes them to `job.json` in the
+run folder and runs what the command line runs, so the service adds no second pruning path. Because
+a restarted job runs with `--resume`, a job whose server died is simply started again: the run
+continues from its last saved step and ends with the mask an uninterrupted run would have. Progress
+is read with `LoopState.read` from the run folder's state file, which the run rewrites atomically
+after every step.
 """
 
 import json
@@ -16,10 +18,14 @@ import threading
 import time
 from pathlib import Path
 
-from connectome.io import read_metadata
+from connectome.errors import ConnectomeError
+from connectome.io import write_text
+from connectome.pruning.state import FILE as STATE_FILE, LoopState
 from connectome.serve.jobs import JobStore
+from connectome.serve.spec import stored_settings
 
 LOG_TAIL = 20  # lines of a failed job's log kept as its error
+JOB_FILE = "job.json"  # the job's settings, in its run folder: what `prune --job` reads
 
 
 def point_of(row: dict) -> dict:
@@ -29,9 +35,13 @@ def point_of(row: dict) -> dict:
             "seconds": row.get("seconds")}
 
 
-def nproc_of(job: dict) -> int:
-    """Ranks a job runs on (its spec's nproc_per_node; one process without torchrun)."""
-    return json.loads(job["spec"]).get("nproc_per_node", 1)
+def settings_of(job: dict):
+    """(PruneSettings, ranks) of a stored job, validated again; ConnectomeError for a damaged row."""
+    try:
+        spec = json.loads(job["spec"])
+    except (TypeError, ValueError):
+        raise ConnectomeError(f"job {job['id']}: the stored job is not JSON") from None
+    return stored_settings(spec, f"job {job['id']}")
 
 
 def _processes_of(run_dir: Path) -> list[int]:
@@ -123,11 +133,16 @@ class Scheduler:
         for job in queued:
             if len(self.procs) >= self.workers:
                 break
-            gpus = self._free_gpus(nproc_of(job))
+            try:
+                settings, nproc = settings_of(job)
+            except ConnectomeError as e:  # a damaged row (or one an earlier server let in): fail it, go on
+                self.store.transition(job["id"], ("queued",), state="failed", finished=time.time(), error=str(e))
+                continue
+            gpus = self._free_gpus(nproc)
             if gpus is None:
                 break  # first in, first out: later jobs do not overtake one waiting for GPUs
             try:
-                self._launch(job, gpus)
+                self._launch(job, settings, nproc, gpus)
             except OSError as e:  # cannot start (no such interpreter, too many processes): fail it, go on
                 self.store.transition(job["id"], ("queued",), state="failed", finished=time.time(),
                                       error=f"could not start the worker: {e}")
@@ -141,16 +156,19 @@ class Scheduler:
 
     # --- one job --------------------------------------------------------------------------------
 
-    def command(self, job: dict) -> list[str]:
-        argv, nproc = json.loads(job["argv"]), nproc_of(job)
+    def command(self, job_id: int, nproc: int = 1) -> list[str]:
+        """The child's command line. `--out=RUN` stays in it: a restarted server finds the workers
+        of the server before it by that argument. A first start has nothing to resume: its folder
+        holds only job.json, which a resumed run would take for a foreign folder's content."""
+        run = self.run_dir(job_id)
         launcher = [sys.executable, "-m", "connectome"]
         if nproc > 1:  # torch's own launcher; ranks split the statistics and evaluation
             launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                         "-m", "connectome"]
-        # The server's flags come first: the job's arguments may end with `-- MODEL`.
-        return [*launcher, "prune", f"--out={self.run_dir(job['id'])}", "--resume", "--quiet", *argv]
+        resume = ["--resume"] if (run / STATE_FILE).exists() else []
+        return [*launcher, "prune", f"--out={run}", *resume, "--quiet", f"--job={run / JOB_FILE}"]
 
-    def _launch(self, job: dict, gpus: list[str]) -> None:
+    def _launch(self, job: dict, settings, nproc: int, gpus: list[str]) -> None:
         job_id = job["id"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if gpus:
@@ -158,11 +176,14 @@ class Scheduler:
         if "OMP_NUM_THREADS" not in os.environ:
             # Jobs side by side must share the cores: two torch processes that each spin a thread on
             # every core run many times slower than one after the other.
-            ranks = self.workers * nproc_of(job)
+            ranks = self.workers * nproc
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // ranks))
+        run = self.run_dir(job_id)
+        run.mkdir(parents=True, exist_ok=True)
+        write_text(run / JOB_FILE, json.dumps(settings.to_dict(), indent=2) + "\n")
         log = self.log_path(job_id)
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = self.command(job)
+        command = self.command(job_id, nproc)
         with open(log, "ab") as f:
             f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} starting job {job_id}: {shlex.join(command)}\n".encode())
             f.flush()
@@ -179,21 +200,20 @@ class Scheduler:
 
     def follow(self, job_id: int) -> None:
         """Copy the run's new accepted steps into the store (when its state file changed)."""
-        state = self.run_dir(job_id) / "state.safetensors"
+        path = self.run_dir(job_id) / STATE_FILE
         try:
-            mtime = state.stat().st_mtime_ns
+            mtime = path.stat().st_mtime_ns
             if self.seen.get(job_id) == mtime:
                 return
-            meta = read_metadata(state)
-        except (OSError, ValueError):
+            state = LoopState.read(path)
+        except (OSError, ConnectomeError):
             return  # not written yet, or replaced while read: next tick
         self.seen[job_id] = mtime
-        loop = json.loads(meta.get("loop", "{}"))
-        if "target" in loop:
-            self.store.update(job_id, target=loop["target"], prunable=loop["prunable"])
+        if state.target:
+            self.store.update(job_id, target=state.target, prunable=state.prunable)
         last = self.store.last_point(job_id)
         after = last["step"] if last else -1
-        new = [point_of(r) for r in json.loads(meta.get("log", "[]")) if r["accepted"] and r["step"] > after]
+        new = [point_of(r) for r in state.log if r.get("accepted") and r["step"] > after]
         if new:
             self.store.add_points(job_id, new)
 

@@ -84,12 +84,12 @@ def test_writes_need_the_token_and_reads_do_not(server, data_root):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"remove": "lots"}, "malformed count"),
-    ({"calib_samples": "many"}, "not a valid integer"),
-    ({"criterion": "vibes"}, "unknown criterion"),
+    ({"remove": "lots"}, "remove: malformed count"),
+    ({"calib_samples": "many"}, "calib_samples must be an integer"),
+    ({"criterion": "vibes"}, "criterion must be one of"),
     ({"model": "no_such_net"}, "unknown model"),
     ({"model": "os:system"}, "imports code"),
-    ({"colour": "blue"}, "unknown field 'colour'"),
+    ({"colour": "blue"}, "unknown setting 'colour'"),
     ({"out": "/tmp/x"}, "set by the server"),
     ({"include": {"a": 1}}, "must be a list"),
     ({"data": "mnist:/etc"}, "not an absolute path under a data root"),
@@ -100,11 +100,29 @@ def test_writes_need_the_token_and_reads_do_not(server, data_root):
     ({"command": "train"}, "unknown command"),
     ({"min_step": 0.5, "step": 0.1}, "step sizes"),
     ({"data": "mnist:/tmp/\u0000x"}, "NUL"),
+    # Well-formed but impossible: refused before they are stored, naming the field.
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"remove": "300k"}, "remove count '300k' (300,000) exceeds the 266,200 prunable weights"),
+    ({"calib_samples": 3001}, "calib_samples 3,001 exceeds the 3,000 training samples"),
+    ({"eval_samples": 301}, "eval_samples 301 exceeds the 300 evaluation samples"),
+    pytest.param({"device": "cuda"}, "device cuda: this server has no GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="the server has a GPU")),
 ])
 def test_bad_jobs_get_400_and_queue_nothing(server, data_root, change, message):
     n = len(server.request("GET", "/api/jobs", token=None).json()["jobs"])
     r = server.request("POST", "/api/jobs", json={"command": "prune", **small(data_root), **change})
     assert r.status_code == 400 and message in r.json()["detail"], r.text
+    assert len(server.request("GET", "/api/jobs", token=None).json()["jobs"]) == n
+
+
+@pytest.mark.parametrize("value", [b"Infinity", b"-Infinity", b"NaN", b"1e999"])
+def test_non_finite_numbers_get_400_naming_the_field(server, data_root, value):
+    """Python's json reads Infinity and NaN (and 1e999 as inf): the settings refuse them by name."""
+    n = len(server.request("GET", "/api/jobs", token=None).json()["jobs"])
+    body = json.dumps({"command": "prune", **small(data_root)})[:-1].encode() + b', "tolerance": ' + value + b"}"
+    r = server.client.post("/api/jobs", content=body, headers={"Authorization": f"Bearer {server.token}",
+                                                                "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("job: tolerance must be a finite number"), r.text
     assert len(server.request("GET", "/api/jobs", token=None).json()["jobs"]) == n
 
 
@@ -149,6 +167,76 @@ def test_file_names_never_escape_the_root(server):
                  "/api/jobs/1/files/..%2F..%2Ftoken", "/api/jobs/1/files/%2e%2e%2f%2e%2e%2fjobs.sqlite",
                  "/api/jobs/1/files/state.safetensors%00", "/api/jobs/1/files/.lock", "/static/..%2F..%2F__init__.py"):
         assert raw_get(server.url, path) in (404, 400), path
+
+
+@pytest.mark.parametrize("job_id", [2**63, 2**63 - 1, 2**64 + 5, 10**29, 0])
+def test_job_ids_sqlite_cannot_hold_are_404(server, job_id):
+    for method, path in (("GET", ""), ("GET", "/log"), ("GET", "/events"), ("GET", "/files/mask.safetensors"),
+                         ("POST", "/cancel"), ("POST", "/publish")):
+        r = server.request(method, f"/api/jobs/{job_id}{path}", json={"name": "a.b"} if method == "POST" else None)
+        assert r.status_code == 404, (method, path, r.text)
+
+
+def test_job_ids_are_integers_only(server):
+    for job_id in ("6.0", "1e0", "-1", "+1", "0x1", "1_0", "%201", "\u0661", "1" * 31):
+        for method, path in (("GET", ""), ("GET", "/log"), ("GET", "/events"), ("GET", "/files/curve.csv"),
+                             ("POST", "/cancel"), ("POST", "/publish")):
+            r = server.request(method, f"/api/jobs/{job_id}{path}", json={"name": "a.b"} if method == "POST" else None)
+            assert r.status_code in (404, 405), (job_id, method, path, r.status_code)
+
+
+def test_a_job_serves_only_the_files_its_listing_shows(server, data_root):
+    job = server.wait(server.submit(**small(data_root))["id"])
+    assert job["state"] == "done", job["error"]
+    run = server.root / "runs" / str(job["id"])
+    listed = {f["name"] for f in job["files"]}
+    assert (run / "state.safetensors").is_file() and (run / "job.json").is_file() and (run / ".lock").exists()
+    assert not listed & {"state.safetensors", "job.json", ".lock"}
+    for name in listed:
+        assert server.request("GET", f"/api/jobs/{job['id']}/files/{name}", token=None).status_code == 200, name
+    for name in ("state.safetensors", "job.json", ".lock", "missing.csv", "settings.json"):
+        if name not in listed:
+            assert server.request("GET", f"/api/jobs/{job['id']}/files/{name}", token=None).status_code == 404, name
+    assert json.loads((run / "job.json").read_text()) == {k: v for k, v in job["spec"].items() if k != "nproc_per_node"}
+
+
+def test_bad_rows_already_stored_never_break_the_listing(tmp_path, data_root):
+    """Rows a server of today would refuse (an Infinity, a damaged spec, a NaN point) are shown with
+    their error; a queued one fails on its own and the queue goes on."""
+    import sqlite3
+
+    server = Server(tmp_path / "serve", "--data-root", str(data_root))
+    try:
+        good = server.submit(**small(data_root))
+        with sqlite3.connect(server.root / "jobs.sqlite") as db:
+            def insert(spec, state, **extra):
+                names = ", ".join(["command", "spec", "argv", "model", "remove", "state", "created", *extra])
+                marks = ", ".join("?" * (7 + len(extra)))
+                return db.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})",
+                                  ("prune", spec, "[]", "lenet_300_100", "1%", state, time.time(), *extra.values())).lastrowid
+            infinite = insert(json.dumps({**small(data_root), "tolerance": float("inf")}), "queued")
+            damaged = insert("{not json", "done")
+            foreign = insert("[]", "weird", started="yesterday")
+            nan = insert(json.dumps(small(data_root)), "done", accept_loss=float("nan"), removed=5)
+            db.execute("INSERT INTO points (job, step, point) VALUES (?, 0, ?)",
+                       (nan, json.dumps({"step": 0, "removed": 0, "top1": 1.0, "loss": float("nan")})))
+        server.wait(good["id"])
+        r = server.request("GET", "/api/jobs", token=None)
+        assert r.status_code == 200, r.text
+        jobs = {j["id"]: j for j in r.json()["jobs"]}  # strict JSON: no NaN nor Infinity in it
+        assert {good["id"], infinite, damaged, foreign, nan} <= set(jobs)
+        assert "unreadable" in jobs[damaged]["error"] and jobs[damaged]["state"] == "done"
+        assert "unreadable" in jobs[foreign]["error"] and jobs[foreign]["state"] == "failed"
+        assert jobs[nan]["loss"] is None and jobs[nan]["removed"] == 5
+        failed = server.wait(infinite)
+        assert failed["state"] == "failed" and "tolerance must be a finite number" in failed["error"]
+        assert failed["spec"]["tolerance"] is None
+        for job_id in (damaged, foreign, nan):
+            assert server.request("GET", f"/api/jobs/{job_id}", token=None).status_code == 200
+        assert server.job(nan)["points"][0]["loss"] is None
+        assert server.job(good["id"])["state"] == "done"
+    finally:
+        server.stop()
 
 
 def test_token_file_is_private_and_never_logged(server):
@@ -310,6 +398,9 @@ def test_openapi_page_is_served_without_internet(server):
             assert server.request("GET", a, token=None).status_code == 200, a
     paths = server.request("GET", "/openapi.json", token=None).json()["paths"]
     assert {"/api/jobs", "/api/jobs/{job_id}/events", "/api/weights"} <= set(paths)
+    body = paths["/api/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["calib_samples"]["minimum"] == 4 and "connectome" in body["properties"]["criterion"]["enum"]
+    assert {"command", "recipe", "nproc_per_node", "model", "remove"} <= set(body["properties"])
 
 
 def test_follow_ignores_keep_alive_pings(monkeypatch):
@@ -318,7 +409,9 @@ def test_follow_ignores_keep_alive_pings(monkeypatch):
 
     from httpx_sse import ServerSentEvent
 
-    from connectome.cli import serve as cli_serve
+    import importlib
+
+    cli_serve = importlib.import_module("connectome.cli.serve")  # the package's `serve` is the command
 
     end = {"state": "done", "target": 10}
     events = [ServerSentEvent(event="step", data=json.dumps({"removed": 5, "top1": 90.0, "loss": 0.3}), id="1"),

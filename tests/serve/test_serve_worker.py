@@ -5,8 +5,10 @@ import os
 
 import pytest
 
+from connectome.pruning.settings import PruneSettings
 from connectome.serve import worker
 from connectome.serve.jobs import JobStore
+from connectome.serve.spec import Job
 from connectome.serve.worker import Scheduler
 
 
@@ -28,9 +30,9 @@ def fake_popen(monkeypatch):
     return FakeProcess.launched
 
 
-def add(store, nproc=1):
-    return store.add("prune", {"model": "lenet_300_100", "remove": "1%", "nproc_per_node": nproc}, ["--remove=1%"],
-                     "lenet_300_100", "1%")
+def add(store, nproc=1, **settings):
+    s = PruneSettings.from_mapping({"model": "lenet_300_100", "remove": "1%", **settings})
+    return store.add("prune", Job(s, nproc).spec, s.model, s.remove)
 
 
 def test_gpus_are_handed_out_whole_and_in_order(tmp_path, fake_popen, monkeypatch):
@@ -60,7 +62,8 @@ def test_without_gpus_workers_bound_the_jobs_and_cancel_wins(tmp_path, fake_pope
     s.tick()
     assert store.get(ids[0])["state"] == "cancelled" and store.get(ids[2])["state"] == "running"
     command = fake_popen[2].command
-    assert command[command.index("prune") + 1:][:3] == [f"--out={tmp_path / 'runs' / str(ids[2])}", "--resume", "--quiet"]
+    run = tmp_path / "runs" / str(ids[2])
+    assert command[command.index("prune") + 1:] == [f"--out={run}", "--quiet", f"--job={run / 'job.json'}"]
 
 
 def test_recover_requeues_running_jobs_first(tmp_path, fake_popen):
@@ -101,3 +104,49 @@ def test_a_job_that_cannot_start_fails_and_the_queue_goes_on(tmp_path, fake_pope
     Scheduler(store, tmp_path, workers=1).tick()
     assert store.get(first)["state"] == "failed" and "no such interpreter" in store.get(first)["error"]
     assert store.get(second)["state"] == "running"
+
+
+def test_the_worker_runs_the_stored_settings_from_job_json(tmp_path, fake_popen):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job_id = add(store, seed=7, include=["2.*"], tolerance=2.5)
+    Scheduler(store, tmp_path, workers=1).tick()
+    run = tmp_path / "runs" / str(job_id)
+    written = json.loads((run / "job.json").read_text())
+    assert PruneSettings.from_mapping(written) == PruneSettings.from_mapping(
+        {"model": "lenet_300_100", "remove": "1%", "seed": 7, "include": ["2.*"], "tolerance": 2.5})
+    assert f"--job={run / 'job.json'}" in fake_popen[0].command
+
+
+def test_a_restarted_job_resumes_its_state(tmp_path, fake_popen):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job_id = add(store)
+    run = tmp_path / "runs" / str(job_id)
+    run.mkdir(parents=True)
+    (run / "state.safetensors").write_bytes(b"")  # a run that saved a step before its server died
+    Scheduler(store, tmp_path, workers=1).tick()
+    command = fake_popen[0].command
+    assert command[command.index("prune") + 1:][:3] == [f"--out={run}", "--resume", "--quiet"]
+
+
+def test_a_damaged_row_fails_alone_and_the_queue_goes_on(tmp_path, fake_popen):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    bad = [add(store) for _ in range(3)]
+    store.update(bad[0], spec="{not json")
+    store.update(bad[1], spec=json.dumps({"model": "lenet_300_100", "remove": "1%", "tolerance": float("inf")}))
+    store.update(bad[2], spec=json.dumps({"model": "lenet_300_100", "remove": "1%", "nproc_per_node": "two"}))
+    good = add(store)
+    Scheduler(store, tmp_path, workers=1).tick()
+    assert [store.get(j)["state"] for j in bad] == ["failed"] * 3
+    assert "not JSON" in store.get(bad[0])["error"] and "tolerance" in store.get(bad[1])["error"]
+    assert "nproc_per_node" in store.get(bad[2])["error"]
+    assert store.get(good)["state"] == "running" and len(fake_popen) == 1
+
+
+def test_a_row_of_an_earlier_server_still_runs(tmp_path, fake_popen):
+    """Earlier servers stored the submitted body: a recipe's name and the fields given."""
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job_id = add(store)
+    store.update(job_id, spec=json.dumps({"recipe": "prune-lenet_300_100", "seed": 3}))
+    Scheduler(store, tmp_path, workers=1).tick()
+    written = json.loads((tmp_path / "runs" / str(job_id) / "job.json").read_text())
+    assert written["model"] == "lenet_300_100" and written["seed"] == 3 and store.get(job_id)["state"] == "running"
