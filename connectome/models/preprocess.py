@@ -94,11 +94,12 @@ def check_preprocess(values: dict | list | str | None) -> dict:
 
 
 def data_config(module=None, preprocess: dict | list | str | None = None, base: dict | None = None) -> dict:
-    """The data config an image model is evaluated with: `preprocess` over the module's declared
-    config, over `base` (the source's own, e.g. a torchvision preset's), over IMAGENET_EVAL."""
+    """The data config an image model is evaluated with: `preprocess` over `base` (a config its source
+    already chose, e.g. a torchvision preset's), else over the module's declared config, else over
+    IMAGENET_EVAL."""
     from timm.data import resolve_data_config
 
-    cfg = declared_config(module) or base or IMAGENET_EVAL
+    cfg = base or declared_config(module) or IMAGENET_EVAL
     try:
         return resolve_data_config(args=check_preprocess(preprocess), pretrained_cfg=cfg)
     except AssertionError:  # timm asserts that mean and std have one value or one per input channel
