@@ -63,7 +63,7 @@ class Run:
             self.state, mask = LoopState.load(state_file, self.s)
             self.flat.load_mask(mask)
             self.flat.write()
-        elif resume and self.out.exists() and any(not p.name.startswith(".") and p.name != "settings.json"
+        elif resume and self.out.exists() and any(not p.name.startswith(".") and p.name not in ("settings.json", "job.json")
                                                   for p in self.out.iterdir()):
             raise ConnectomeError(f"{self.out} holds no resumable run state")
 

@@ -52,7 +52,7 @@ class PruneSettings(RunSettings):
                                      minimum=0, below=1)
     restore_cycles: int = setting(0, "Delete-and-restore steps after the target.", minimum=0)
     restore_fraction: float = setting(0.5, "Share of a swap step's size that is restored.", above=0, maximum=1)
-    seed: int = setting(0, "Seed of the calibration subsets and of random choices.", minimum=0)
+    seed: int = setting(0, "Seed of the calibration subsets and of random choices.", minimum=0, maximum=2**31 - 1)
     keep_descents: bool = setting(True, "Keep a step whose measured loss fell beyond its noise, however much more was "
                                         "predicted; size steps by the measured/predicted ratio; defer only weights "
                                         "whose removal measurably hurt (off: the first version's rule).",
@@ -83,6 +83,10 @@ class PruneSettings(RunSettings):
         return super().from_mapping(values, source, allow)
 
     def check(self) -> None:
+        n_accept = max(2, int(round(self.calib_samples * self.accept_fraction)))
+        if self.calib_samples - n_accept < 2:
+            raise ValueError(f"calib_samples {self.calib_samples} with accept_fraction {self.accept_fraction:g} "
+                             f"leaves fewer than 2 samples for the statistics")
         if not self.min_step <= self.step <= self.max_step:
             raise ValueError("step sizes must satisfy min_step <= step <= max_step")
         text = self.remove.strip()

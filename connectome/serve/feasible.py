@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from connectome.errors import ConnectomeError
-from connectome.serve.spec import SOURCE, Policy, data_kind
+from connectome.serve.policy import SOURCE, Policy, data_kind
 from connectome.sizes import parse_count
 
 

@@ -19,18 +19,10 @@ from pathlib import Path
 
 from connectome.errors import ConnectomeError
 from connectome.pruning.settings import PruneSettings
+from connectome.serve.policy import SOURCE, Policy, data_kind  # noqa: F401 (Policy is part of this module's API)
 
-SOURCE = "job"  # how messages name a submitted body
 SERVER_OWNED = {"out", "resume", "quiet"}  # the server picks the run folder and resumes after a restart
 SERVER_KEYS = {"command", "nproc_per_node", "recipe"}  # not settings: what to run, how, and from which recipe
-
-
-@dataclass
-class Policy:
-    allow_user_code: bool = False
-    data_roots: tuple[Path, ...] = ()
-    max_nproc: int = 1
-    gpus: int = 0  # GPUs of the server (a job that asks for CUDA on a server without one is refused)
 
 
 @dataclass
@@ -122,16 +114,6 @@ def under_roots(path: str, roots) -> bool:
         return any(real.is_relative_to(Path(r).resolve()) for r in roots)
     except (OSError, ValueError):  # a name too long, a NUL: no such path under a root
         return False
-
-
-def data_kind(value: str) -> tuple[str, str | None] | None:
-    """(kind, path or None) of a data spec `KIND[:PATH]`; None when `value` is not one."""
-    from connectome.data.datasets import KINDS
-
-    kind, _, path = value.partition(":")
-    kind = kind.lower().replace("_", "-")
-    kind = {"fmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(kind, kind)
-    return (kind, path or None) if kind in KINDS else None
 
 
 def paths_of(settings) -> list[tuple[str, str]]:

@@ -1,0 +1,25 @@
+"""What a server allows (user code, data roots, ranks, GPUs), and the small parsing both the job
+check (spec) and the feasibility check (feasible) need."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCE = "job"  # how messages name a submitted body
+
+
+@dataclass
+class Policy:
+    allow_user_code: bool = False
+    data_roots: tuple[Path, ...] = ()
+    max_nproc: int = 1
+    gpus: int = 0  # GPUs of the server (a job that asks for CUDA on a server without one is refused)
+
+
+def data_kind(value: str) -> tuple[str, str | None] | None:
+    """(kind, path or None) of a data spec `KIND[:PATH]`; None when `value` is not one."""
+    from connectome.data.datasets import KINDS
+
+    kind, _, path = value.partition(":")
+    kind = kind.lower().replace("_", "-")
+    kind = {"fmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(kind, kind)
+    return (kind, path or None) if kind in KINDS else None
