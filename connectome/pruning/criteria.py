@@ -17,7 +17,11 @@ from connectome.pruning.statistics import GradStats
 
 class Criterion:
     name: ClassVar[str]
+    # Ranks by the gradient statistics (stats.grad, .second, .variance): blind where the gradient is
+    # exactly zero, so the loop ranks those weights last (connectome.pruning.step.unknown).
     needs_statistics: ClassVar[bool] = True
+    # Ranks by stats.input_norm: the pass must be collect(..., input_norms=True).
+    needs_input_norms: ClassVar[bool] = False
     about: ClassVar[str] = ""
 
     def __init__(self, **options):
@@ -115,3 +119,67 @@ class Connectome(Criterion):
     def scores(self, name, w, stats, generator):
         z = float(self.options.get("z", 8.0))
         return predicted_removal(w, stats, name) + z * w.abs() * stats.stderr(name)
+
+
+def input_norm(stats: GradStats | None, name: str) -> torch.Tensor:
+    if stats is None or stats.input_norm is None:
+        from connectome.errors import ConnectomeError
+        raise ConnectomeError("this criterion ranks by input norms: collect the statistics with input_norms=True")
+    return stats.input_norm[name]
+
+
+def row_quantiles(scores: torch.Tensor) -> torch.Tensor:
+    """Each score replaced by its quantile within its row (output unit: a row of a linear layer, an
+    output channel of a conv), (rank + 1/2) / n for a row of n weights, ranks 0..n-1 in increasing score
+    order (ties in index order).
+
+    A global cut at any value t then takes from every row the weights whose quantile is below t: from
+    a row of n weights, floor(t*n) or ceil(t*n) of them (ceil(t*n - 1/2) to floor(t*n + 1/2), the one
+    extra weight at exactly t going to whichever rows the caller's tie-break favours). That is what is
+    guaranteed: every row loses the same fraction t to within one weight, so rows of equal size lose
+    counts at most one apart, and t is k/N to within about one weight per row. The share counts every
+    weight of the row (already zero ones rank lowest), as Wanda's per-row sparsity does; it is exact for
+    a one-shot cut, while in the loop the ranks are recomputed on new input norms at every step, so the
+    shares removed so far may drift apart by more."""
+    rows = scores.reshape(scores.shape[0], -1)
+    n = rows.shape[1]
+    rank = torch.empty_like(rows, dtype=torch.float64)
+    order = rows.argsort(dim=1, stable=True)
+    rank.scatter_(1, order, torch.arange(n, dtype=torch.float64, device=rows.device).expand_as(rows).contiguous())
+    return ((rank + 0.5) / n).float().view_as(scores)
+
+
+@register
+class Wanda(Criterion):
+    """Wanda (Sun et al. 2023, "A Simple and Effective Pruning Approach for Large Language Models"):
+    |w| * ||x||, the weight times the norm of its input over the calibration set (for a conv, of the
+    input values its tap multiplies: connectome.pruning.statistics.InputNorms). That product is the norm
+    of the change of the weight's output unit, over the calibration set, when the weight is zeroed.
+    Compared across the whole network here, where the paper compares within each output unit (wanda_row).
+
+    No gradient statistics: a weight with no gradient is not unknown to it (the |w|*||x|| of a weight
+    feeding a saturated unit is as measured as any other), and one with no input is truly free on the
+    calibration data, so the loop's zero-gradient rule must not reorder them (it would also undo
+    wanda_row's equal shares)."""
+
+    name = "wanda"
+    needs_statistics = False
+    needs_input_norms = True
+    about = "|w|*||x||, the weight times the norm of its input (Wanda, Sun et al. 2023), global"
+
+    def scores(self, name, w, stats, generator):
+        return w.abs() * input_norm(stats, name)
+
+
+@register
+class WandaRow(Wanda):
+    """Wanda as the paper applies it: weights compared within each output unit only, every unit losing
+    the same share. The loop and compare take a global top-k, so the scores are made comparable across
+    units by ranking them within their row (row_quantiles): a global cut at quantile t then removes the
+    fraction t of every row."""
+
+    name = "wanda_row"
+    about = "wanda ranked within each output unit (the paper's per-row comparison): every row loses the same share"
+
+    def scores(self, name, w, stats, generator):
+        return row_quantiles(super().scores(name, w, stats, generator))
