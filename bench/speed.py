@@ -41,9 +41,9 @@ def build(name: str):
 
 
 def measure(name: str, case: str, batch: int, images: int, device: str, channels_last: bool, compile_: bool) -> dict:
-    from connectome.data.datasets import ImageTensors, batches
+    from connectome.data import ImageTensors, batches
     from connectome.evaluate import evaluate
-    from connectome.pruning.run import FlatWeights, prunable_parameters
+    from connectome.pruning.flat import FlatWeights, prunable_parameters
     from connectome.pruning.statistics import collect
 
     torch.manual_seed(0)

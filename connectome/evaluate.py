@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from connectome.data.datasets import batches
+from connectome.data import batches
 from connectome.distributed import all_reduce_, rank_and_size
 
 

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from connectome.io import read_metadata
-from connectome.data.datasets import ImageTensors
+from connectome.data import ImageTensors
 from connectome.pruning.mask import Mask
 
 

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from connectome.data.datasets import ImageTensors, load_dataset, subset
+from connectome.data import ImageTensors, load_dataset, subset
 from connectome.device import resolve_device
 from connectome.errors import ConnectomeError
 from connectome.evaluate import evaluate

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from connectome.data.datasets import batches
+from connectome.data import batches
 from connectome.evaluate import evaluate
 from connectome.io import read_metadata, save_state
 from connectome.pruning.mask import Mask

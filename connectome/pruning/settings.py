@@ -28,6 +28,9 @@ class PruneSettings(RunSettings):
     weights: str | None = setting(None, "torchvision weights name (default: DEFAULT).")
     weights_file: str | None = setting(None, "Local base weights (safetensors, or a tensors-only .pth) instead of "
                                              "a download.", path=True)
+    preprocess: list[str] = setting([], "Override the model's evaluation preprocessing, as timm data-config keys: "
+                                        "interpolation=bicubic crop_pct=1.0 mean=0.5,0.5,0.5 ... (repeatable).",
+                                    hashed_when_set=True)
     criterion: str = setting("connectome", "How weights are ranked.", choices=_criteria)
     confidence: float = setting(8.0, "z of the connectome criterion's confidence bound (chosen by measurement).",
                                 minimum=0)
@@ -83,6 +86,13 @@ class PruneSettings(RunSettings):
         return super().from_mapping(values, source, allow)
 
     def check(self) -> None:
+        if self.preprocess:
+            from connectome.errors import ConnectomeError
+            from connectome.models.preprocess import check_preprocess
+            try:
+                check_preprocess(self.preprocess)
+            except ConnectomeError as e:
+                raise ValueError(str(e)) from None
         n_accept = max(2, int(round(self.calib_samples * self.accept_fraction)))
         if self.calib_samples - n_accept < 2:
             raise ValueError(f"calib_samples {self.calib_samples} with accept_fraction {self.accept_fraction:g} "

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from connectome.data.datasets import Splits, default_workers, load_dataset, subset
+from connectome.data import Splits, default_workers, load_dataset, subset
 from connectome.errors import ConnectomeError
 from connectome.models.load import LoadedModel, load_model, state_sha256
 from connectome.pruning.flat import FlatWeights, prunable_parameters
@@ -61,7 +61,7 @@ class Runtime:
 
 def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
     """Load and check everything a run needs before anything is written."""
-    loaded = load_model(s.model, weights=s.weights, weights_file=s.weights_file)
+    loaded = load_model(s.model, weights=s.weights, weights_file=s.weights_file, preprocess=s.preprocess or None)
     data = s.data or loaded.dataset
     if not data:
         raise ConnectomeError(f"--data is required for {s.model} (e.g. imagenet:/path/to/imagenet)")

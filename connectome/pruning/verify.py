@@ -15,6 +15,7 @@ import torch
 from connectome.errors import ConnectomeError
 from connectome.io import InvariantReport, check_invariant, read_metadata
 from connectome.models.load import load_model, read_state_file, state_sha256
+from connectome.models.provenance import Provenance
 from connectome.pruning.mask import Mask
 
 
@@ -28,11 +29,6 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return self.invariant.ok and not self.problems
-
-
-def _weights_arg(label: str | None) -> str | None:
-    """`Enum.NAME` labels of torchvision weights name the weights to fetch; other labels carry a scheme."""
-    return label.rsplit(".", 1)[1] if label and ":" not in label and "." in label else None
 
 
 def verify(path: str | Path, base: str | None = None, weights: str | None = None,
@@ -49,10 +45,13 @@ def verify(path: str | Path, base: str | None = None, weights: str | None = None
     base = base or meta.get("base_model")
     if not base:
         raise ConnectomeError(f"{file} names no base model: pass --base MODEL")
-    label = meta.get("base_weights") or ""
-    if weights_file is None and label.startswith("file:") and Path(label[5:]).is_file():
-        weights_file = label[5:]  # pruned from a local base file, which is still there
-    loaded = load_model(base, weights=weights or _weights_arg(label), weights_file=weights_file)
+    try:
+        origin = Provenance.from_label(meta.get("base_weights") or "untrained", base)
+    except ValueError:
+        origin = Provenance("", base)
+    if weights_file is None and origin.file and Path(origin.file).is_file():
+        weights_file = origin.file  # pruned from a local base file, which is still there
+    loaded = load_model(base, weights=weights or origin.torchvision_weights, weights_file=weights_file)
     base_state = {k: v.detach().cpu() for k, v in loaded.module.state_dict().items()}
     state = read_state_file(file)
     verdict = Verdict(file, check_invariant(state, base_state))

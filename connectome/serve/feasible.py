@@ -151,7 +151,7 @@ def _check_data(s, model_kind: str) -> None:
         data = ARCHITECTURES[s.model].dataset
     parsed = data_kind(data)
     if parsed is None:
-        from connectome.data.datasets import KINDS
+        from connectome.data import KINDS
         raise ConnectomeError(f"{SOURCE}: data {data!r} is not a data spec: use one of "
                               f"{', '.join(k + '[:PATH]' for k in KINDS)}")
     kind, path = parsed

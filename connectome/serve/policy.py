@@ -17,7 +17,7 @@ class Policy:
 
 def data_kind(value: str) -> tuple[str, str | None] | None:
     """(kind, path or None) of a data spec `KIND[:PATH]`; None when `value` is not one."""
-    from connectome.data.datasets import KINDS
+    from connectome.data import KINDS
 
     kind, _, path = value.partition(":")
     kind = kind.lower().replace("_", "-")

@@ -29,13 +29,15 @@ def _same(x):
 
 def _base_source(entry: dict, base_weights_file: str | None) -> dict:
     """load_model arguments that fetch the base weights from the base model's own source."""
-    label = entry["base"]["weights"]
+    from connectome.models.provenance import Provenance
+
     if base_weights_file:
         return {"weights_file": str(base_weights_file)}
-    if label.startswith("file:"):
-        raise ConnectomeError(f"{entry['base']['model']} was pruned from a local file ({label[5:]}): "
+    origin = Provenance.from_label(entry["base"]["weights"], entry["base"]["model"])
+    if origin.file:
+        raise ConnectomeError(f"{entry['base']['model']} was pruned from a local file ({origin.file}): "
                               f"pass base_weights_file= (sha256 {entry['base']['sha256'][:8]}...)")
-    return {"weights": _torchvision_weights(label)}
+    return {"weights": origin.torchvision_weights}
 
 
 def load(name: str, registry: str | Path | None = None, via: str = "model",

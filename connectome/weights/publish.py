@@ -11,8 +11,12 @@ from connectome.weights.registry import FORMAT, NAME_RE, REGISTRY, _is_url, read
 
 
 def _torchvision_weights(label: str) -> str | None:
-    """`MobileNet_V3_Large_Weights.IMAGENET1K_V1` -> `IMAGENET1K_V1`; other labels carry a scheme."""
-    return label.rsplit(".", 1)[1] if ":" not in label and "." in label else None
+    """The torchvision weights a stored label names (`Enum.IMAGENET1K_V1` -> `IMAGENET1K_V1`), if any."""
+    from connectome.models.provenance import Provenance
+    try:
+        return Provenance.from_label(label).torchvision_weights
+    except ValueError:
+        return None
 
 
 def _default_license(base_model: str) -> str:
