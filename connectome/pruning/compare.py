@@ -19,7 +19,7 @@ from connectome.device import resolve_device
 from connectome.errors import ConnectomeError
 from connectome.evaluate import evaluate
 from connectome.io import write_text
-from connectome.pruning import criteria
+from connectome.pruning import criteria, step
 from connectome.pruning.loop import Run
 from connectome.pruning.settings import CompareSettings
 from connectome.pruning.setup import Runtime, prepare
@@ -34,12 +34,12 @@ def grid(target: int, points: int) -> list[int]:
 
 
 def one_shot(setup, method: str, stats, counts: list[int], seed: int, rt: Runtime):
-    """Masks nested by construction: the k lowest scores for each k of the grid."""
+    """Masks nested by construction: the k lowest scores for each k of the grid (weights of unknown
+    statistics last, as the loop ranks them)."""
     flat, progress = setup.flat, rt.progress
     gen = torch.Generator().manual_seed(seed)
     crit = criteria.get(method)
-    w = flat.split(flat.base)
-    scores = flat.cat({n: crit.scores(n, w[n], stats, gen) for n in flat.names}).float()
+    scores = step.ranked_scores(flat, crit, stats, gen, setup.settings.unknown_last)
     scores = scores.masked_fill(~flat.eligible, math.inf)
     order = torch.argsort(scores, stable=True)
     rows = []
@@ -98,10 +98,13 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
         counts = grid(setup.target, cs.points) if not cs.counts else sorted(
             {min(parse_count(c, setup.flat.prunable()), setup.target) for c in cs.counts})
         stats = None
-        if any(criteria.REGISTRY[m].needs_statistics for m in methods if m not in ITERATIVE):
+        one_shots = [criteria.REGISTRY[m] for m in methods if m not in ITERATIVE]
+        norms = any(c.needs_input_norms for c in one_shots) or (cs.unknown_last and any(c.needs_statistics
+                                                                                         for c in one_shots))
+        if any(c.needs_statistics for c in one_shots) or norms:  # one pass shared by every one-shot criterion
             stats = collect(setup.loaded.module, setup.flat.params, setup.decision, cs.batch_size, device,
                             cs.label_smoothing, rt.autocast_dtype, progress, workers=rt.workers_for(setup.decision),
-                            channels_last=rt.channels_last)  # shared by every one-shot criterion
+                            channels_last=rt.channels_last, input_norms=norms)
         for method in methods:
             limit = parse_count(limits[method], setup.flat.prunable()) if method in (limits or {}) else counts[-1]
             mine = [k for k in counts if k <= limit] or counts[:1]

@@ -89,9 +89,13 @@ class Run:
 
     def _stats(self):
         rt = self.rt
+        # Input norms: for the criteria that rank by them, and to tell a weight whose input is always
+        # zero (free) from one behind a saturated unit (unknown) when both show no gradient.
+        norms = self.criterion.needs_input_norms or self.s.unknown_last
         return collect(self.module, self.flat.params, self.setup.decision, self.s.batch_size,
                        self.setup.device, self.s.label_smoothing, rt.autocast_dtype, rt.progress,
-                       workers=rt.workers_for(self.setup.decision), channels_last=rt.channels_last)
+                       workers=rt.workers_for(self.setup.decision), channels_last=rt.channels_last,
+                       input_norms=norms)
 
     @staticmethod
     def _objective(m: Metrics) -> float:
