@@ -186,6 +186,8 @@ class Run:
         descent = s.keep_descents and step.is_descent(actual, stderr)
         ok = descent or step.as_predicted(actual, prediction, curvature, stderr, budget, s.tolerance)
         smallest = st.size <= min_size
+        # The sizes where measured and predicted change part ways are estimated from this step (new rule only).
+        excess = step.excess_of(actual, prediction, curvature, budget, s.tolerance) if s.keep_descents else None
         if not ok and smallest and s.keep_descents and not step.hurts(actual, stderr, budget):
             ok = True  # nothing smaller to try, and it does no measurable harm
         if s.max_top1_drop is not None and self.before.top1 - after.top1 > s.max_top1_drop:
@@ -204,7 +206,7 @@ class Run:
             st.deferrals_in_row = 0
             self.before = after
             st.size = step.next_size(st.size, True, actual, prediction, s.ratio_hold if s.keep_descents else -math.inf,
-                                     s.grow, s.shrink, min_size, self._steps(s.max_step), stderr)
+                                     s.grow, s.shrink, min_size, self._steps(s.max_step), stderr, excess)
         else:
             flat.mask[removed] = True
             flat.mask[restored] = False
@@ -221,6 +223,6 @@ class Run:
                     st.deferrals_in_row += 1
                     row["deferred"] = len(removed)
                 st.size = step.next_size(st.size, False, actual, prediction, s.ratio_hold, s.grow, s.shrink,
-                                         min_size, self._steps(s.max_step))
+                                         min_size, self._steps(s.max_step), stderr, excess)
         row["removed"] = flat.removed()
         return row

@@ -116,15 +116,32 @@ def paired_stderr(after, before) -> float:
 
 
 def next_size(size: int, accepted: bool, actual: float, prediction: float | None, hold: float, grow: float,
-              shrink: float, smallest: int, largest: int, stderr: float = 0.0) -> int:
+              shrink: float, smallest: int, largest: int, stderr: float = 0.0, excess: float | None = None) -> int:
     """The field's rule: grow while the measured change keeps up with the predicted one (their ratio at
     least `hold`), keep the size where the ratio breaks away, shrink after a rejected step. A
-    predicted gain inside the measurement's noise says nothing of the ratio: such a step grows."""
-    if not accepted:
-        return max(smallest, int(size * shrink))
-    ratio_holds = prediction is None or prediction >= -2 * stderr or actual / prediction >= hold
-    return min(largest, max(smallest, int(math.ceil(size * grow)) if ratio_holds else size))
+    predicted gain inside the measurement's noise says nothing of the ratio: such a step grows.
 
+    With `excess` (the measured change beyond the prediction, curvature and budget allowances, all of
+    which grow with the step's size, while the noise allowance 2*stderr grows with its square root), the
+    size where the two would meet is estimated, r = (2*stderr / excess)^2 of this one: a rejected step
+    shrinks there at once instead of halving through a cascade of rejections. (Capping growth by the
+    same estimate cut rejections further, 43% -> 33% on the demo, but took 36% more accepted steps,
+    each a statistics pass: the expensive part on a large network.)"""
+    fit = None
+    if excess is not None and excess > 0 and stderr > 0:
+        fit = 0.8 * (2 * stderr / excess) ** 2  # with a margin: the estimate is of the very edge
+    if not accepted:
+        factor = shrink if fit is None else min(shrink, fit)
+        return max(smallest, int(size * factor))
+    ratio_holds = prediction is None or prediction >= -2 * stderr or actual / prediction >= hold
+    factor = grow if ratio_holds else 1.0
+    return min(largest, max(smallest, int(math.ceil(size * factor))))
+
+
+def excess_of(actual: float, prediction: float | None, curvature: float | None, budget: float, tolerance: float) -> float:
+    """How far the measured change went past the allowances that scale with the step's size."""
+    allowed = budget if prediction is None else prediction + tolerance * curvature + budget
+    return actual - allowed
 
 def as_predicted(actual: float, prediction: float | None, curvature: float | None, stderr: float, budget: float,
                  tolerance: float) -> bool:
