@@ -103,7 +103,9 @@ def main():
         sys.exit("the two paths scored different images")
     diff = {"top1": b["top1"] - a_["top1"], "loss": b["loss"] - a_["loss"]}
     print(f"difference   top-1 {diff['top1']:+.2f} points  loss {diff['loss']:+.2e}")
-    result = {"provenance": provenance(), "data": str(a.data), "split": "val", "limit": a.limit, "seed": a.seed,
+    shown = Path(a.data).resolve()
+    shown = f"../{shown.relative_to(ROOT.parent)}" if shown.is_relative_to(ROOT.parent) else str(a.data)
+    result = {"provenance": provenance(), "data": shown, "split": "val", "limit": a.limit, "seed": a.seed,
               "batch_size": a.batch_size, "device": a.device, "independent": a_, "connectome": b, "difference": diff}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
