@@ -28,8 +28,8 @@ def with_model_options(f):
 @click.option("--preprocess", multiple=True, metavar="KEY=VALUE",
               help="Override the model's eval preprocessing (timm data-config keys: input_size, interpolation, "
                    "mean, std, crop_pct, crop_mode), e.g. --preprocess crop_pct=1.0; repeatable.")
-@click.option("--eval-samples", type=int, default=None, help="Evaluate a seeded subset of this size.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--eval-samples", type=click.IntRange(min=1), default=None, help="Evaluate a seeded subset of this size.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")

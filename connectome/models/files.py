@@ -39,7 +39,10 @@ def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise ConnectomeError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # empty, truncated or not safetensors: the library's message, on one line
+            raise ConnectomeError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -53,6 +56,13 @@ def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Every tensor of the module from `state` and nothing else; `source` names it in the error."""
+    own = module.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+             if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k, got, want = wrong[0]
+        raise ConnectomeError(f"{source} does not fit the model: {k} has shape {got}, the model's is {want}"
+                              + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         miss, extra = result.missing_keys[:3], result.unexpected_keys[:3]
