@@ -19,3 +19,20 @@ def test_save_state_is_atomic_and_keeps_metadata(tmp_path):
     save_state(path, {"x": torch.arange(6.0).view(2, 3).t()}, {"removed": 3})
     assert read_metadata(path)["removed"] == "3"
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left behind
+
+
+def test_a_new_run_does_not_wait_for_a_folder_in_use(tmp_path):
+    """Without --resume there is nothing to wait for: a folder another process is writing is refused at once."""
+    import time
+
+    from click.testing import CliRunner
+
+    from connectome.cli import main
+    from connectome.io import folder_lock
+
+    out = tmp_path / "run"
+    with folder_lock(out):
+        start = time.time()
+        r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--remove", "10%", "--calib-samples", "400",
+                                      "--out", str(out), "--quiet"])
+        assert r.exit_code == 2 and "being written by another process" in r.output and time.time() - start < 60
