@@ -1,3 +1,5 @@
+"""`python -m connectome`: the command line."""
+
 from connectome.cli import main
 
 main()
