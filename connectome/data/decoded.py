@@ -1,7 +1,8 @@
-"""Decode the calibration subsets of an image folder once into uint8 tensor files (`--cache-calib DIR`).
+"""Decode the calibration subsets and the evaluation split of an image folder once into uint8 tensor
+files (`--cache-calib DIR`).
 
-Every step of a run reads the decision and acceptance subsets again; decoding JPEGs each time, not the
-model, then sets the pace. A model's eval transform is split into its geometric part (decode, resize,
+Every step of a run reads the decision and acceptance subsets again, and every point of a curve the
+evaluation split; decoding JPEGs each time, not the model, can then set the pace. A model's eval transform is split into its geometric part (decode, resize,
 crop: file -> uint8 tensor), applied once here, and its normalisation ((x/255 - mean)/std), applied by
 ImageTensors to whole batches on the device, with the same operations as torchvision, so the floats
 equal those of the undivided transform. A file is keyed by a hash of the data spec, the chosen samples
@@ -133,6 +134,8 @@ def decoded(subset: Dataset, geometric: Geometric, normalization: Normalization,
             workers: int | None = None, progress: bool = False) -> ImageTensors:
     """`subset` (a Subset of an image folder) as ImageTensors, decoded once into a file in `folder`.
     One process decodes while the others (torchrun's ranks, other runs) wait on the folder's lock."""
+    if not isinstance(subset, Subset) and hasattr(subset, "samples"):  # a whole split, as evaluation uses it
+        subset = Subset(subset, list(range(len(subset))))
     if not isinstance(subset, Subset) or not hasattr(subset.dataset, "samples"):
         raise ConnectomeError("--cache-calib works on image folders (imagenet:PATH, folder:PATH) only")
     base, indices = subset.dataset, [int(i) for i in subset.indices]
@@ -152,9 +155,9 @@ def decoded(subset: Dataset, geometric: Geometric, normalization: Normalization,
 
 
 def cache_calibration(setup, folder: str | Path, workers: int | None = None, progress: bool = False):
-    """The setup with its decision and acceptance subsets read from decoded tensor files; unchanged for
-    datasets already held as tensors (MNIST family, CIFAR-10)."""
-    if isinstance(setup.decision, ImageTensors) and isinstance(setup.accept, ImageTensors):
+    """The setup with its decision and acceptance subsets and its evaluation split read from decoded
+    tensor files; unchanged for datasets already held as tensors (MNIST family, CIFAR-10)."""
+    if all(isinstance(d, ImageTensors) for d in (setup.decision, setup.accept, setup.evaluation)):
         return setup
     transform = setup.loaded.transforms
     parts = split_transform(transform)
@@ -164,4 +167,5 @@ def cache_calibration(setup, folder: str | Path, workers: int | None = None, pro
                               f"of resize/crop, to-tensor, scale and normalize")
     spec = setup.settings.data or setup.loaded.dataset
     return replace(setup, decision=decoded(setup.decision, *parts, folder, spec, workers, progress),
-                   accept=decoded(setup.accept, *parts, folder, spec, workers, progress))
+                   accept=decoded(setup.accept, *parts, folder, spec, workers, progress),
+                   evaluation=decoded(setup.evaluation, *parts, folder, spec, workers, progress))

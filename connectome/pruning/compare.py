@@ -20,13 +20,14 @@ from connectome.errors import ConnectomeError
 from connectome.evaluate import evaluate
 from connectome.io import write_text
 from connectome.pruning import criteria, step
+from connectome.pruning.learned import Learner
 from connectome.pruning.loop import Run
 from connectome.pruning.settings import CompareSettings
 from connectome.pruning.setup import Runtime, prepare
 from connectome.pruning.statistics import collect
 from connectome.sizes import parse_count
 
-ITERATIVE = {"connectome"}
+ITERATIVE = {"connectome", "learned"}
 
 
 def grid(target: int, points: int) -> list[int]:
@@ -60,8 +61,11 @@ def iterative(setup, method: str, counts: list[int], seed: int, out: Path, rt: R
     """The loop, stopped at each count of the grid to be evaluated there; resumable per seed."""
     flat = setup.flat
     flat.reset()
-    run = Run(replace(setup, target=counts[0]), out / f"runs/{method}-seed{seed}", resume=True,
-              runtime=replace(rt, progress=False), budget_target=counts[-1])
+    folder, quiet = out / f"runs/{method}-seed{seed}", replace(rt, progress=False)
+    if method == "learned":  # trained through the grid's counts in turn, each recorded on the way
+        run = Learner(replace(setup, target=counts[-1]), folder, resume=True, runtime=quiet, counts=counts)
+    else:
+        run = Run(replace(setup, target=counts[0]), folder, resume=True, runtime=quiet, budget_target=counts[-1])
     rows = []
     for k in tqdm(counts, desc=f"{method} seed {seed}", disable=not rt.progress, leave=False):
         run.run(target=k)
@@ -86,6 +90,9 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
     rows, layers, dense, evaluation = [], {}, None, None
     for seed in range(cs.seeds):
         setup = prepare(cs.prune_settings(seed), device)  # every check before the first file is written
+        if cs.cache_calib:  # image folders decoded once into uint8 tensors: calibration and evaluation
+            from connectome.data.decoded import cache_calibration
+            setup = cache_calibration(setup, cs.cache_calib, cs.workers, progress=progress)
         rt = Runtime.of(cs, device, progress, Runtime.convolutional(setup))
         if rt.channels_last:  # in place: the Parameters FlatWeights rewrites stay the same objects
             setup.loaded.module.to(memory_format=torch.channels_last)

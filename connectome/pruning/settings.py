@@ -66,6 +66,13 @@ class PruneSettings(RunSettings):
                                 minimum=0, hashed_when_set=True)
     unit_share: float | None = setting(None, "Largest share of one output unit's weights (a row, a conv filter) a "
                                              "step may take.", above=0, maximum=1, hashed_when_set=True)
+    learn_lr: float = setting(1e-4, "Adam learning rate of the learned criterion's scores.", above=0,
+                              hashed_when_set=True)
+    learn_epochs: float = setting(10.0, "Epochs over the decision split the learned criterion trains, shared by "
+                                        "the counts of its schedule (chosen by measurement).", above=0,
+                                  hashed_when_set=True)
+    learn_points: int = setting(10, "Counts the learned criterion trains in turn up to --remove (its curve's "
+                                    "points; compare trains its grid).", minimum=1, hashed_when_set=True)
     # Runtime: how the run is computed, not what it decides.
     eval_every: int = setting(5, "Evaluate on the evaluation split every this many accepted steps.", minimum=1,
                               runtime=True)
@@ -76,8 +83,8 @@ class PruneSettings(RunSettings):
     compile: bool = setting(False, "torch.compile the model used for statistics and evaluation.", runtime=True)
     workers: int | None = setting(None, "DataLoader workers [default: 0 for in-memory datasets, a share of the "
                                         "cores for image folders].", minimum=0, runtime=True)
-    cache_calib: str | None = setting(None, "Decode the calibration images of an image folder once into uint8 "
-                                            "tensor files in this folder.", runtime=True, path=True)
+    cache_calib: str | None = setting(None, "Decode the calibration and evaluation images of an image folder once "
+                                            "into uint8 tensor files in this folder.", runtime=True, path=True)
 
     @classmethod
     def from_mapping(cls, values, source="settings", allow=frozenset()):

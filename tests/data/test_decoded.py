@@ -122,7 +122,7 @@ def build():
 def test_prune_with_cache_calib_makes_the_same_run(folder, tmp_path, monkeypatch):
     """A user model on an image folder (its transform: torchvision's v2 ImageNet eval pipeline): the run
     with --cache-calib takes the same steps, with the same measured losses, as the run without.
-    The evaluation split (val/) is not cached, the decision and acceptance subsets are."""
+    The decision and acceptance subsets and the evaluation split (val/) are each decoded once."""
     (tmp_path / "tinynet_decoded.py").write_text(TINY_NET)
     monkeypatch.syspath_prepend(str(tmp_path))
     args = ["prune", "tinynet_decoded:build", "--data", f"folder:{folder}", "--remove", "25%", "--calib-samples", "24",
@@ -134,7 +134,7 @@ def test_prune_with_cache_calib_makes_the_same_run(folder, tmp_path, monkeypatch
     cached = runner.invoke(main, [*args, "--out", str(tmp_path / "cached"), "--cache-calib", str(cache)],
                            catch_exceptions=False)
     assert cached.exit_code == 0, cached.output
-    assert len(list(cache.glob("decoded-*.safetensors"))) == 2  # the decision and the acceptance subsets
+    assert len(list(cache.glob("decoded-*.safetensors"))) == 3  # decision, acceptance and evaluation
     assert Mask.load(tmp_path / "cached" / "mask.safetensors") == Mask.load(tmp_path / "plain" / "mask.safetensors")
     log = [json.loads(line) for line in (tmp_path / "plain" / "log.jsonl").read_text().splitlines()]
     log_cached = [json.loads(line) for line in (tmp_path / "cached" / "log.jsonl").read_text().splitlines()]
