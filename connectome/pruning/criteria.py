@@ -183,3 +183,18 @@ class WandaRow(Wanda):
 
     def scores(self, name, w, stats, generator):
         return row_quantiles(super().scores(name, w, stats, generator))
+
+
+@register
+class Learned(Criterion):
+    """A mask trained by gradient descent over frozen weights (connectome.pruning.learned): `prune` and
+    `compare` run its trainer instead of the greedy loop, so it has no per-weight score to rank by."""
+
+    name = "learned"
+    needs_statistics = False
+    about = "a mask learned by a straight-through estimator over frozen weights (Piggyback, edge-popup)"
+
+    def scores(self, name, w, stats, generator):
+        from connectome.errors import ConnectomeError
+        raise ConnectomeError("the learned criterion has no per-weight score: it trains a mask "
+                              "(connectome.pruning.learned) and cannot rank weights for the greedy loop")

@@ -1,0 +1,296 @@
+"""The `learned` criterion: a mask trained by gradient descent over frozen weights (Piggyback, Mallya
+et al. 2018; edge-popup, Ramanujan et al. 2020).
+
+This module owns the trainer (`Learner`), which stands in for the greedy loop (connectome.pruning.loop)
+when `criterion == "learned"`: one real-valued score per prunable weight, started at |w|; the forward
+pass keeps the weights whose scores are not among the k lowest (a global top-k at the exact count, the
+weights already zero in the base never counted), and the backward pass hands the scores the gradient
+they would get if the mask were continuous (the straight-through estimator: the weight times the
+upstream gradient). Adam moves the scores; no weight ever changes.
+
+A schedule of increasing counts (the curve's points) is trained in turn, each for its share of the
+epochs and starting from the previous count's scores, so one run records the whole curve; each count
+is evaluated and logged like a loop step, so `write_results`, the curves and `verify` work unchanged.
+
+The state (scores, Adam's moments, the position in the schedule and in the data stream, the log) is
+written atomically to the run folder every CHUNK batches and at every count, and the data order is a
+function of the seed alone, so a resumed run ends at the same mask as an uninterrupted one.
+
+One process only (the scores' gradients are not all-reduced across torchrun ranks), and --compile is
+not applied to the training passes: their weights are new tensors every batch, which a compiled
+module would take as new inputs anyway; evaluation runs the plain module as written by FlatWeights.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch.func import functional_call
+from torch.utils.data import Subset
+from tqdm.auto import tqdm
+
+from connectome.data import batches
+from connectome.data.tensors import ImageTensors
+from connectome.distributed import rank_and_size
+from connectome.errors import ConnectomeError
+from connectome.evaluate import Metrics, evaluate
+from connectome.io import read_metadata, save_state, write_text
+from connectome.pruning.setup import Runtime, Setup
+from connectome.pruning.state import FILE
+
+KIND = "learned/1"  # the state file's "kind": a greedy-loop state has none
+CHUNK = 50  # batches between saved states: at most this much training is repeated after a kill
+# How the scores start: |w| ("global": one scale for every tensor, so the first mask is exactly global
+# magnitude's), or each tensor's |w| rescaled to the global mean |w| ("tensor"). Global by measurement
+# (LeNet-300-100, 4,000 decision images, 320 batches, 90% removed in 3 counts: acceptance loss 0.466
+# against 0.645 per tensor; global magnitude 1.095). No global factor is applied: Adam's steps do not
+# depend on the gradient's scale, so a factor would only change the unit of the learning rate, and this
+# keeps the unit (weight units) in which the field note measured 1e-4.
+INIT = "global"
+
+
+def schedule(target: int, points: int) -> list[int]:
+    """The counts trained in turn: `points` even steps up to the target (compare's grid)."""
+    return sorted({max(1, round(target * i / points)) for i in range(1, points + 1)}) if target else [0]
+
+
+def initial_scores(flat, init: str = INIT) -> torch.Tensor:
+    """|w|, scaled as INIT says. Float32 whatever the weights' dtype: Adam's steps of 1e-4 would
+    vanish in bf16."""
+    a = flat.base.detach().abs().float()
+    if init == "global":
+        return a.clone()
+    if init == "tensor":
+        mean = a[flat.eligible].mean()
+        parts = [p * (mean / p[e].mean()) if e.any() else p.clone()
+                 for p, e in zip(a.split(flat.sizes), flat.eligible.split(flat.sizes))]
+        return torch.cat(parts)
+    raise ValueError(f"unknown score initialisation {init!r}: global or tensor")
+
+
+class Learner:
+    """A learned-mask run in a folder, with the attributes `write_results` reads (.setup .s .out .flat
+    .prunable .log .elapsed). `counts`: the schedule (default: `learn_points` even steps up to the
+    target; compare passes its grid). `chunk`: batches between saved states."""
+
+    def __init__(self, setup: Setup, out: Path, resume: bool = False, runtime: Runtime | None = None,
+                 on_step=None, counts: list[int] | None = None, chunk: int = CHUNK, init: str = INIT):
+        if rank_and_size()[1] > 1:  # the scores' gradients are not all-reduced: ranks would drift apart
+            raise ConnectomeError("the learned criterion runs in one process: start it without torchrun")
+        self.setup, self.s, self.out = setup, setup.settings, Path(out)
+        self.rt = runtime or Runtime(device=setup.device)
+        self.on_step, self.chunk = on_step, max(1, int(chunk))
+        self.flat = setup.flat
+        self.prunable = self.flat.prunable()
+        self.counts = list(counts) if counts else schedule(setup.target, self.s.learn_points)
+        if any(b <= a for a, b in zip(self.counts, self.counts[1:])) or self.counts[-1] > self.prunable:
+            raise ConnectomeError(f"the learned schedule must increase and stay within the {self.prunable:,} "
+                                  f"prunable weights: {self.counts}")
+        self.module = setup.loaded.module.eval()  # BatchNorm on its running statistics, dropout off, throughout
+        if self.rt.channels_last:  # in place: the Parameters FlatWeights rewrites stay the same objects
+            self.module.to(memory_format=torch.channels_last)
+        for p in self.module.parameters():  # frozen: gradients reach the scores only
+            p.requires_grad_(False)
+        n = len(setup.decision)
+        self.per_epoch = math.ceil(n / self.s.batch_size)
+        self.total = max(len(self.counts), math.ceil(self.s.learn_epochs * self.per_epoch))
+        self.scores = initial_scores(self.flat, init).requires_grad_(True)
+        self.opt = torch.optim.Adam([self.scores], lr=self.s.learn_lr)
+        # Position: counts recorded so far, batches trained so far (over the whole schedule), and the
+        # sums of the current count's training objective.
+        self.pos = {"point": 0, "batch": 0, "train_sum": 0.0, "train_n": 0, "elapsed": 0.0}
+        self.log: list[dict] = []
+        state_file = self.out / FILE
+        if state_file.exists():
+            if not resume:
+                raise ConnectomeError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
+            self._load(state_file)
+        elif resume and self.out.exists() and any(not p.name.startswith(".") and p.name not in ("settings.json", "job.json")
+                                                  for p in self.out.iterdir()):
+            raise ConnectomeError(f"{self.out} holds no resumable run state")
+
+    @property
+    def elapsed(self) -> float:
+        return self.pos["elapsed"]
+
+    # --- the masked forward -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def hard_mask(self, k: int) -> torch.Tensor:
+        """Kept weights: all but the k eligible ones of lowest score (exactly k removed)."""
+        mask = torch.ones_like(self.flat.mask)
+        if k:
+            s = self.scores.detach().masked_fill(~self.flat.eligible, math.inf)
+            mask[torch.topk(s, k, largest=False, sorted=False).indices] = False
+        return mask
+
+    def _loss(self, x, y, k: int) -> torch.Tensor:
+        flat = self.flat
+        # Straight-through: the value is the hard mask exactly (s - s.detach() is 0.0), the derivative
+        # with respect to the scores is 1, so d loss/d score = w * d loss/d (masked w).
+        ste = self.hard_mask(k).to(self.scores.dtype) + self.scores - self.scores.detach()
+        masked = (flat.base * ste).to(flat.base.dtype)
+        # A functional forward rather than FlatWeights.write: the masked weights must stay in the
+        # autograd graph of the scores, and writing them into the Parameters would need gradients on
+        # the Parameters themselves. The module's own tensors are never touched while training.
+        rt = self.rt
+        with torch.autocast(device_type=torch.device(self.setup.device).type, dtype=rt.autocast_dtype,
+                            enabled=rt.autocast_dtype is not None):
+            logits = functional_call(self.module, flat.split(masked), (x,))
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.s.label_smoothing)
+
+    # --- data: a deterministic stream of batches, from any position ---------------------------------
+
+    def _stream(self, start: int):
+        """Batches `start`, `start`+1, ... of an endless sequence of epochs, each a permutation of the
+        decision split seeded by (seed, epoch): the same batches whatever batch a run resumes at."""
+        data, bs = self.setup.decision, self.s.batch_size
+        epoch, skip = divmod(start, self.per_epoch)
+        while True:
+            gen = torch.Generator().manual_seed(self.s.seed * 1_000_003 + epoch)
+            rest = torch.randperm(len(data), generator=gen)[skip * bs:]
+            part = data.subset(rest) if isinstance(data, ImageTensors) else Subset(data, rest.tolist())
+            for x, y in batches(part, bs, workers=self.rt.workers_for(data), device=self.setup.device):
+                if self.rt.channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, y
+            epoch, skip = epoch + 1, 0
+
+    def _span(self, point: int) -> tuple[int, int]:
+        """The batches of the schedule's count `point`: an equal share of the epochs."""
+        n = len(self.counts)
+        return self.total * point // n, self.total * (point + 1) // n
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    def _eval(self, dataset, desc) -> Metrics:
+        rt = self.rt
+        return evaluate(self.module, dataset, self.s.batch_size, self.setup.device, progress=rt.progress, desc=desc,
+                        autocast_dtype=rt.autocast_dtype, label_smoothing=self.s.label_smoothing,
+                        workers=rt.workers_for(dataset), channels_last=rt.channels_last)
+
+    def _apply(self, k: int) -> None:
+        """The count's hard mask into the model (what is evaluated, and written as the result)."""
+        self.flat.mask = self.hard_mask(k)
+        self.flat.write()
+
+    def run(self, target: int | None = None, max_chunks: int | None = None) -> list[dict]:
+        """Train and record every count of the schedule up to `target` (default: the last). With
+        `max_chunks`, return after saving that many chunks (a stop a resume continues from)."""
+        target = self.counts[-1] if target is None else target
+        if target not in self.counts:
+            raise ConnectomeError(f"{target:,} is not a count of the learned schedule {self.counts}")
+        pos = self.pos
+        start = time.time() - pos["elapsed"]
+        if self.log:  # a resumed run: the readable log restarts from the state's
+            write_text(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.log))
+        if not self.log:  # the dense model: first point of the curve
+            self.flat.reset()
+            acc, ev = self._eval(self.setup.accept, "acceptance"), self._eval(self.setup.evaluation, "evaluation")
+            self._record({"step": 0, "phase": "dense", "accepted": True, "removed": 0, "restored": 0, "size": 0,
+                          **acc.as_dict("accept_"), **ev.as_dict("eval_")}, start)
+        last = self.counts.index(target)
+        bar = tqdm(total=self._span(last)[1], initial=pos["batch"], desc="learned mask", unit="batch",
+                   disable=not self.rt.progress)
+        stream, chunks = None, 0
+        while pos["point"] <= last:
+            i = pos["point"]
+            k = self.counts[i]
+            end = self._span(i)[1]
+            while pos["batch"] < end:
+                stream = stream or self._stream(pos["batch"])
+                x, y = next(stream)
+                self.opt.zero_grad(set_to_none=True)
+                loss = self._loss(x, y, k)
+                loss.backward()
+                self.opt.step()
+                pos["batch"] += 1
+                pos["train_sum"] += float(loss.detach())
+                pos["train_n"] += 1
+                bar.update(1)
+                if pos["batch"] % self.chunk == 0 and pos["batch"] < end:
+                    pos["elapsed"] = time.time() - start
+                    self._save()
+                    chunks += 1
+                    if max_chunks is not None and chunks >= max_chunks:
+                        bar.close()
+                        return self.log
+            self._apply(k)
+            acc, ev = self._eval(self.setup.accept, "acceptance"), self._eval(self.setup.evaluation, "evaluation")
+            prev = self.counts[i - 1] if i else 0
+            train = pos["train_sum"] / pos["train_n"] if pos["train_n"] else None
+            pos.update(point=i + 1, train_sum=0.0, train_n=0)
+            self._record({"step": i + 1, "phase": "learned", "accepted": True, "removed": self.flat.removed(),
+                          "restored": 0, "size": k - prev, "batches": end - self._span(i)[0], "train_loss": train,
+                          **acc.as_dict("accept_"), **ev.as_dict("eval_")}, start)
+            bar.set_postfix(removed=k, top1=f"{acc.top1:.2f}", loss=f"{acc.loss:.4f}")
+        bar.close()
+        if pos["point"] > last:
+            self._apply(target)  # also after a resume of a finished run: the model holds its mask
+        return self.log
+
+    def _record(self, row: dict, start: float) -> None:
+        self.pos["elapsed"] = time.time() - start
+        row = {**row, "seconds": round(self.pos["elapsed"], 2)}
+        self.log.append(row)
+        self._save()
+        with open(self.out / "log.jsonl", "a") as f:  # to follow a long run with `tail -f`
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if self.on_step:
+            self.on_step(row)
+
+    # --- the state file -------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        adam = self.opt.state.get(self.scores, {})
+        tensors = {"scores": self.scores.detach()}
+        if adam:
+            tensors.update(exp_avg=adam["exp_avg"], exp_avg_sq=adam["exp_avg_sq"],
+                           adam_step=torch.as_tensor(adam["step"], dtype=torch.float32).reshape(1))
+        pos = self.pos
+        # "loop" carries LoopState's names too, so watchers (LoopState.read) follow a learned run alike.
+        loop = {**pos, "counts": self.counts, "step_index": pos["point"], "size": 0, "target": self.counts[-1],
+                "prunable": self.prunable}
+        meta = {"kind": KIND, "settings": json.dumps(asdict(self.s), sort_keys=True), "digest": self.s.digest(),
+                "loop": json.dumps(loop), "log": json.dumps(self.log)}
+        save_state(self.out / FILE, tensors, meta)
+
+    def _load(self, path: Path) -> None:
+        try:
+            meta = read_metadata(path)
+            tensors = load_file(str(path))
+        except Exception:
+            raise ConnectomeError(f"{path}: the run state is unreadable (truncated or not a safetensors file): "
+                                  f"choose another --out") from None
+        if meta.get("kind") != KIND:
+            raise ConnectomeError(f"{path} holds a greedy-loop run, not a learned one: choose another --out")
+        if meta.get("digest") != self.s.digest():
+            try:
+                stored = json.loads(meta.get("settings", "{}"))
+            except ValueError:
+                stored = {}
+            raise self.s.mismatch(path.parent, stored)
+        loop = json.loads(meta["loop"])
+        if loop["counts"] != self.counts:
+            raise ConnectomeError(f"{path}: the run was started with the counts {loop['counts']}, not {self.counts}")
+        self.pos = {k: loop[k] for k in self.pos}
+        self.log = json.loads(meta["log"])
+        device = self.scores.device
+        with torch.no_grad():
+            self.scores.copy_(tensors["scores"].to(device))
+        if "exp_avg" in tensors:
+            sd = self.opt.state_dict()
+            sd["state"] = {0: {"step": tensors["adam_step"].reshape(()), "exp_avg": tensors["exp_avg"].to(device),
+                               "exp_avg_sq": tensors["exp_avg_sq"].to(device)}}
+            self.opt.load_state_dict(sd)
+        point = self.pos["point"]
+        if point:  # the model holds the last recorded count's mask
+            self._apply(self.counts[point - 1])
