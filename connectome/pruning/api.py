@@ -12,6 +12,7 @@ from connectome.device import resolve_device
 from connectome.distributed import init_from_env, is_main
 from connectome.errors import ConnectomeError
 from connectome.io import folder_lock
+from connectome.pruning.learned import Learner
 from connectome.pruning.loop import Run
 from connectome.pruning.results import write_results
 from connectome.pruning.settings import PruneSettings
@@ -41,7 +42,9 @@ def prune(s: PruneSettings, out: Path | None = None, resume: bool = False, progr
         setup = cache_calibration(setup, s.cache_calib, s.workers, progress=progress and is_main())
     lock = folder_lock(out, on_wait=on_wait, wait=resume) if is_main() else contextlib.nullcontext()
     with lock:
-        run = Run(setup, out, resume=resume, runtime=Runtime.of(s, device, progress, Runtime.convolutional(setup)), on_step=on_step)
+        rt = Runtime.of(s, device, progress, Runtime.convolutional(setup))
+        trainer = Learner if s.criterion == "learned" else Run  # a learned mask is trained, not grown step by step
+        run = trainer(setup, out, resume=resume, runtime=rt, on_step=on_step)
         if on_start and is_main():
             on_start(setup, run)
         run.run()
