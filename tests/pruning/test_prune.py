@@ -205,10 +205,12 @@ def test_recipe_with_flag_override(tmp_path):
 
 
 def test_mispredicted_weights_are_deferred_not_forced(tmp_path):
-    """With an acceptance rule no step can pass, smallest steps defer their weights; only after
-    MAX_DEFERRALS failures in a row is one taken, and the run still ends at the exact count."""
+    """With an acceptance rule no step can pass (the first version's rule: no descent or harmless
+    smallest step is kept), smallest steps defer their weights; only after MAX_DEFERRALS failures in
+    a row is one taken, and the run still ends at the exact count."""
     s = PruneSettings(model="lenet_300_100", remove="400", calib_samples=600, eval_samples=200, batch_size=100,
-                      criterion="random", step=0.00075, min_step=0.00075, max_step=0.00075, tolerance=-1e9)
+                      criterion="random", step=0.00075, min_step=0.00075, max_step=0.00075, tolerance=-1e9,
+                      keep_descents=False)
     run = Run(prepare(s), tmp_path / "r", runtime=QUIET)
     log = run.run()
     deferred = [r for r in log if r.get("deferred")]
@@ -258,3 +260,15 @@ def test_runtime_flags_do_not_block_a_resume(finished_run):
                                   "--eval-every", "2", "--channels-last", "--workers", "1", *FAST])
     assert r.exit_code == 0, r.output
     assert Mask.load(finished_run / "mask.safetensors") == before
+
+
+def test_a_harmless_smallest_step_is_kept(tmp_path):
+    """The new rule: at the smallest size a step that does no measurable harm is kept even when its
+    prediction was far better (here, an impossible tolerance), so nothing is deferred for helping less."""
+    s = PruneSettings(model="lenet_300_100", remove="400", calib_samples=600, eval_samples=200, batch_size=100,
+                      criterion="random", step=0.00075, min_step=0.00075, max_step=0.00075, tolerance=-1e9)
+    run = Run(prepare(s), tmp_path / "r", runtime=QUIET)
+    log = run.run()
+    assert run.flat.removed() == 400
+    assert not any(r.get("forced") for r in log)
+    assert all(r["accepted"] or r["actual"] > 2 * r["stderr"] for r in log[1:])  # only harm is refused
