@@ -1,0 +1,129 @@
+"""The learned criterion (connectome.pruning.learned) on the shipped LeNet-300-100, a few hundred images."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from connectome.errors import ConnectomeError
+from connectome.evaluate import evaluate
+from connectome.io import check_invariant
+from connectome.pruning import criteria
+from connectome.pruning.learned import Learner, initial_scores, schedule
+from connectome.pruning.settings import CompareSettings, PruneSettings
+from connectome.pruning.setup import Runtime, prepare
+from connectome.pruning.state import FILE, LoopState
+
+QUIET = Runtime(progress=False)
+
+
+def settings(**kw) -> PruneSettings:
+    base = dict(model="lenet_300_100", remove="80%", criterion="learned", calib_samples=300, eval_samples=200,
+                batch_size=50, learn_epochs=2, learn_points=3, device="cpu")
+    return PruneSettings(**{**base, **kw})
+
+
+def test_exact_counts_frozen_weights_and_invariant(tmp_path):
+    s = settings()
+    setup = prepare(s)
+    base = {k: v.clone() for k, v in setup.base_state.items()}
+    seen = []
+
+    def check(row):  # at every count of the schedule: exactly k removed, nothing else changed
+        state = setup.loaded.module.state_dict()
+        report = check_invariant(state, base)
+        seen.append((row["removed"], setup.flat.removed(), report.ok, report.zeroed))
+
+    run = Learner(setup, tmp_path / "run", runtime=QUIET, on_step=check)
+    assert not any(p.requires_grad for p in setup.loaded.module.parameters())
+    run.run()
+    counts = schedule(setup.target, 3)
+    assert counts[-1] == setup.target == round(0.8 * setup.flat.prunable())
+    assert seen == [(0, 0, True, 0)] + [(k, k, True, k) for k in counts]
+    assert [r["phase"] for r in run.log] == ["dense", "learned", "learned", "learned"]
+    assert all(r["accepted"] and r["eval_top1"] is not None and r["accept_loss"] is not None for r in run.log)
+    # The scores moved: the final mask is not global magnitude's.
+    assert not torch.equal(run.scores.detach(), initial_scores(setup.flat))
+    assert not any(p.grad is not None for p in setup.loaded.module.parameters())
+
+
+def test_learned_mask_beats_magnitude_on_acceptance_loss(tmp_path):
+    """400 decision images, 100 acceptance images, 80% removed in two counts."""
+    s = settings(calib_samples=500, learn_epochs=10, learn_points=2)
+    setup = prepare(s)
+    flat = setup.flat
+    k = setup.target
+    scores = flat.base.abs().masked_fill(~flat.eligible, float("inf"))
+    flat.mask.fill_(True)
+    flat.mask[torch.topk(scores, k, largest=False).indices] = False
+    flat.write()
+    magnitude = evaluate(setup.loaded.module, setup.accept, s.batch_size)
+    flat.reset()
+    run = Learner(setup, tmp_path / "run", runtime=QUIET)
+    run.run()
+    learned = run.log[-1]
+    assert learned["removed"] == k
+    print(f"acceptance loss at {k:,} removed: learned {learned['accept_loss']:.4f}, magnitude {magnitude.loss:.4f}")
+    assert learned["accept_loss"] < magnitude.loss
+
+
+def test_resume_after_stopping_equals_uninterrupted(tmp_path):
+    s = settings(learn_epochs=3)  # 240 decision images, batches of 50: 15 batches over 3 counts
+    whole = Learner(prepare(s), tmp_path / "whole", runtime=QUIET, chunk=2)
+    whole.run()
+
+    first = Learner(prepare(s), tmp_path / "cut", runtime=QUIET, chunk=2)
+    first.run(max_chunks=3)  # stops inside the second count (batches 5..9), mid-epoch
+    assert first.pos["point"] == 1 and first.pos["batch"] == 6
+    watched = LoopState.read(tmp_path / "cut" / FILE)  # watchers read a learned state as a loop's
+    assert watched.step_index == 1 and len(watched.log) == 2
+    with pytest.raises(ConnectomeError, match="--resume"):
+        Learner(prepare(s), tmp_path / "cut", runtime=QUIET)
+    with pytest.raises(ConnectomeError, match="differ|settings"):  # another learning rate is another run
+        Learner(prepare(settings(learn_epochs=3, learn_lr=1e-3)), tmp_path / "cut", resume=True, runtime=QUIET)
+    second = Learner(prepare(s), tmp_path / "cut", resume=True, runtime=QUIET, chunk=2)
+    second.run()
+    assert torch.equal(second.scores.detach(), whole.scores.detach())
+    assert torch.equal(second.flat.mask, whole.flat.mask)
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]
+    assert strip(second.log) == strip(whole.log)
+    again = Learner(prepare(s), tmp_path / "cut", resume=True, runtime=QUIET)  # a finished run resumes to its end
+    again.run()
+    assert torch.equal(again.flat.mask, whole.flat.mask) and len(again.log) == len(whole.log)
+
+
+def test_prune_cli_writes_a_run_that_verify_accepts(tmp_path):
+    from connectome.cli import main
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--criterion", "learned", "--remove", "50%",
+                                  "--calib-samples", "300", "--eval-samples", "200", "--batch-size", "100",
+                                  "--learn-epochs", "2", "--learn-points", "2", "--out", str(out), "--quiet"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["criterion"] == "learned" and manifest["result"]["removed"] == 133100
+    assert len((out / "curve.csv").read_text().splitlines()) == 1 + 3  # header, dense, two counts
+    r = CliRunner().invoke(main, ["verify", str(out)])
+    assert r.exit_code == 0 and "OK" in r.output and "zeroed 133,100" in r.output, r.output
+
+
+def test_greedy_loop_cannot_rank_by_learned_and_settings_keep_digests():
+    with pytest.raises(ConnectomeError, match="no per-weight score"):
+        criteria.get("learned").scores("w", torch.ones(3), None, torch.Generator())
+    plain = PruneSettings(model="lenet_300_100", remove="50%")
+    assert plain.digest() == PruneSettings(model="lenet_300_100", remove="50%", learn_lr=1e-4, learn_epochs=10,
+                                           learn_points=10).digest()
+    assert plain.digest() != PruneSettings(model="lenet_300_100", remove="50%", learn_lr=1e-3).digest()
+
+
+def test_compare_runs_learned_through_its_grid(tmp_path):
+    from connectome.pruning.compare import compare
+
+    cs = CompareSettings(model="lenet_300_100", remove="60%", methods=["learned", "magnitude"], points=2, seeds=1,
+                         calib_samples=300, eval_samples=200, batch_size=100, learn_epochs=2, device="cpu")
+    result = compare(cs, tmp_path / "cmp", progress=False)
+    learned = [r for r in result["rows"] if r["method"] == "learned"]
+    assert [r["removed"] for r in learned] == schedule(round(0.6 * result["prunable"]), 2)
+    assert (tmp_path / "cmp" / "runs" / "learned-seed0" / FILE).is_file()
