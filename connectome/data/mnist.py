@@ -32,7 +32,7 @@ def read_idx(path: Path) -> np.ndarray:
     return array.reshape(shape)
 
 
-def _find_idx(folder: Path, stem: str) -> Path | None:
+def find_idx(folder: Path, stem: str) -> Path | None:
     for name in (stem + ".gz", stem):
         for candidate in (folder / name, folder / "raw" / name):
             if candidate.is_file():
@@ -41,13 +41,13 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 
 def _idx_complete(folder: Path) -> bool:
-    return all(_find_idx(folder, s) for pair in _IDX_FILES.values() for s in pair)
+    return all(find_idx(folder, s) for pair in _IDX_FILES.values() for s in pair)
 
 
 def _load_idx_folder(folder: Path) -> tuple[ImageTensors, ImageTensors]:
     out = []
     for split in ("train", "test"):
-        images, labels = (read_idx(_find_idx(folder, s)) for s in _IDX_FILES[split])
+        images, labels = (read_idx(find_idx(folder, s)) for s in _IDX_FILES[split])
         out.append(ImageTensors(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.copy())))
     return out[0], out[1]
 

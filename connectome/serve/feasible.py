@@ -196,22 +196,16 @@ _IDX_IMAGES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
 _CIFAR_RECORD = 1 + 32 * 32 * 3
 
 
-def _idx_file(folder: Path, stem: str) -> Path | None:
-    for name in (stem + ".gz", stem):
-        for candidate in (folder / name, folder / "raw" / name):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 def _idx_sizes(folder: Path) -> tuple[int, int] | None:
     import gzip
 
-    if not all(_idx_file(folder, stem) for stem in (*_IDX_LABELS.values(), *_IDX_IMAGES)):
+    from connectome.data.mnist import find_idx
+
+    if not all(find_idx(folder, stem) for stem in (*_IDX_LABELS.values(), *_IDX_IMAGES)):
         return None  # the run says what is missing
     counts = []
     for stem in (_IDX_LABELS["train"], _IDX_LABELS["test"]):
-        labels = _idx_file(folder, stem)
+        labels = find_idx(folder, stem)
         with (gzip.open if labels.suffix == ".gz" else open)(labels, "rb") as f:
             counts.append(struct.unpack(">4xI", f.read(8))[0])
     return counts[0], counts[1]
