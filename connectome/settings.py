@@ -217,10 +217,16 @@ class RunSettings:
         return hashlib.sha256(json.dumps(self.hashed(), sort_keys=True).encode()).hexdigest()
 
     def diff(self, stored: dict) -> list[str]:
-        """Names of the hashed settings whose stored values differ from these."""
-        mine = self.hashed()
-        return sorted(k for k in set(mine) | (set(stored) & {s.name for s in self.specs()} - self.runtime_names())
-                      if stored.get(k) != mine.get(k))
+        """Names of the settings that decide a run whose stored values differ from these (a setting added
+        later, absent from an older record, counts at its default)."""
+        values, out = self.to_dict(), []
+        for spec in self.specs():
+            if spec.meta["runtime"]:
+                continue
+            theirs = spec.default if spec.name not in stored and spec.meta["hashed_when_set"] else stored.get(spec.name)
+            if theirs != values[spec.name]:
+                out.append(spec.name)
+        return sorted(out)
 
     def mismatch(self, folder: Path, stored: dict) -> ConnectomeError:
         names = ", ".join(self.diff(stored)) or "unknown"
