@@ -58,14 +58,14 @@ def main():
             values["methods"] = args.methods.split(",")
         cs = CompareSettings.from_mapping(values, f"bench setup {model}")
         out = results / f"quality-{model}"
-        start = time.time()
+        start, origin = time.time(), provenance()  # the commit and date the run starts from
         r = compare(cs, out, progress=sys.stderr.isatty(), limits=cfg.get("limits"))
         seconds = round(time.time() - start, 1)
         print(f"{model} ({seconds:.0f} s)\n{table(r['summary'], r['dense'])}", flush=True)
         for png in ("compare.png", "layers.png"):
             shutil.copy(out / png, results / f"quality-{model}-{png}")
         (results / f"quality-{model}.json").write_text(json.dumps({
-            "provenance": provenance(), "settings": cs.to_dict(), "limits": cfg.get("limits", {}),
+            "provenance": origin, "settings": cs.to_dict(), "limits": cfg.get("limits", {}),
             "wall_seconds": seconds, "prunable": r["prunable"], "dense": r["dense"], "summary": r["summary"],
             "rows": r["rows"]}, indent=2))
         shutil.rmtree(out / "runs", ignore_errors=True)  # resumable state, not results
