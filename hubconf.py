@@ -6,7 +6,7 @@ weights/registry.json:
                            source="local")
     preprocess = model.transforms()
 
-Each entrypoint is `connectome.load("<arch>.<weights>")`; see its docstring.
+Each entrypoint is `connectome.weights.load("<arch>.<weights>")`; see its docstring.
 """
 
 dependencies = ["torch", "torchvision", "safetensors", "numpy"]

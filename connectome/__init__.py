@@ -1,10 +1,7 @@
-"""connectome: prune pretrained networks by zeroing weights, never retraining a survivor."""
+"""connectome: prune pretrained networks by zeroing weights, never retraining a survivor.
+
+The packages, from the command line down: cli, serve, lottery and weights, pruning, models, data.
+A published pruned model loads with `connectome.weights.load(name)`.
+"""
 
 __version__ = "0.1.0"
-
-
-def load(name: str, **kwargs):
-    """A published pruned model by registry name, e.g. `connectome.load("lenet_300_100.connectome_50pct_fmnist")`
-    (see `connectome.weights.load`). Imported on call, so `import connectome` stays light."""
-    from connectome.weights import load as _load
-    return _load(name, **kwargs)

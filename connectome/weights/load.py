@@ -1,4 +1,4 @@
-"""Loading a published pruned model, ready to use, with its preprocessing (`connectome.load`)."""
+"""Loading a published pruned model, ready to use, with its preprocessing (`connectome.weights.load`)."""
 
 import functools
 from pathlib import Path
@@ -44,7 +44,7 @@ def load(name: str, registry: str | Path | None = None, via: str = "model",
          base_weights_file: str | Path | None = None, progress: bool = True) -> nn.Module:
     """A published pruned model, ready to use, in eval mode.
 
-        model = connectome.load("lenet_300_100.connectome_50pct_fmnist")
+        model = connectome.weights.load("lenet_300_100.connectome_50pct_fmnist")
         preprocess = model.transforms()        # as torchvision's weights.transforms()
         model(preprocess(image).unsqueeze(0))
 
