@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from connectome.data.datasets import batches
+from connectome.data import batches
 from connectome.distributed import all_reduce_, rank_and_size
 
 

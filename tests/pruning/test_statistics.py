@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from connectome.data.datasets import ImageTensors
+from connectome.data import ImageTensors
 from connectome.pruning.statistics import collect
 
 
