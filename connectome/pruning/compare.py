@@ -200,10 +200,10 @@ def _compare_panels(axes, rows, summary, dense, base, prunable, grid) -> None:
         if panel == 1:
             ax.set_ylim(dense["top1"] - 4, dense["top1"] + 1.5)
             ax.set_title("zoom: within 4 points of dense", fontsize=10)
-        elif panel == 2:
-            low, high = dense["loss"] * 0.9, dense["loss"] * 1.5
-            ax.set_ylim(low, high)
-            ax.set_title("evaluation loss (zoomed: 0.9x to 1.5x dense)", fontsize=10)
+        elif panel == 2:  # down to the lowest loss any method reached, up to 1.5x dense
+            lowest = min([r["loss"] for r in rows] + [dense["loss"]])
+            ax.set_ylim(min(lowest * 0.98, dense["loss"] * 0.9), dense["loss"] * 1.5)
+            ax.set_title("evaluation loss (zoomed: up to 1.5x dense)", fontsize=10)
         else:
             band = "spread over seeds" if any(r["seed"] for r in rows) else "binomial standard error"
             ax.set_title(f"{base.model}: methods compared (band: {band})", fontsize=10)
