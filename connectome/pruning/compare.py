@@ -135,14 +135,11 @@ def values_by_count(rows, method: str, key: str = "top1") -> dict[int, list[floa
     return dict(sorted(by_k.items()))
 
 
-def top1_by_count(rows, method: str) -> dict[int, list[float]]:
-    return values_by_count(rows, method, "top1")
-
 
 def summarise(rows, dense, methods) -> dict:
     out = {}
     for m in methods:
-        mean = {k: sum(v) / len(v) for k, v in top1_by_count(rows, m).items()}
+        mean = {k: sum(v) / len(v) for k, v in values_by_count(rows, m).items()}
         within = lambda pts: max([k for k, a in mean.items() if a >= dense["top1"] - pts], default=0)
         best_k = max(mean, key=mean.get)
         out[m] = {"within_0.5": within(0.5), "within_1.0": within(1.0), "best_top1": mean[best_k],

@@ -127,15 +127,14 @@ def _builder(model: str, kind: str, weights: str | None):
         import timm
         return lambda: timm.create_model(model[5:], pretrained=False)
     if kind == "torchvision":
-        from torchvision.models import get_model, get_model_weights
+        from torchvision.models import get_model
 
-        enum = get_model_weights(model)
+        from connectome.models.sources.torchvision import weights_entry
+
         try:
-            w = enum[weights] if weights and weights != "DEFAULT" else enum.DEFAULT
-        except KeyError:
-            names = ", ".join(m for m in enum.__members__ if m != "DEFAULT")
-            raise ConnectomeError(f"{SOURCE}: weights {weights!r}: {model} has none of that name; "
-                                  f"choose from {names}") from None
+            w = weights_entry(model, weights)
+        except ConnectomeError as e:
+            raise ConnectomeError(f"{SOURCE}: weights {weights!r}: {e}") from None
         return lambda: get_model(model, weights=None, num_classes=len(w.meta["categories"]))
     return None  # a user's builder: the server imports no code to count
 

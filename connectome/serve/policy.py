@@ -17,9 +17,10 @@ class Policy:
 
 def data_kind(value: str) -> tuple[str, str | None] | None:
     """(kind, path or None) of a data spec `KIND[:PATH]`; None when `value` is not one."""
-    from connectome.data import KINDS
+    from connectome.data.specs import parse_spec
+    from connectome.errors import ConnectomeError
 
-    kind, _, path = value.partition(":")
-    kind = kind.lower().replace("_", "-")
-    kind = {"fmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(kind, kind)
-    return (kind, path or None) if kind in KINDS else None
+    try:
+        return parse_spec(value)
+    except ConnectomeError:
+        return None
