@@ -11,7 +11,8 @@ the first seed, controls at every second level. Levels and controls do not enter
 so every phase continues the same folder, and a killed benchmark resumes where it stopped. Two
 processes of one thread each (`--seeds 0` and `--seeds 1,2`) use two cores better than one of two;
 each rewrites bench/results/lottery-lenet300-<data>.{csv,png,json} from every seed's run folder after
-every training, under a lock.
+every training, under a lock. Rows already in the results file whose run folder is gone (another
+machine, a lost disk) are carried over with the commit that trained them, provided the settings match.
 
     nohup .venv/bin/python bench/lottery.py --data mnist:../shared/data/mnist --seeds 0 > bench/results/lottery-mnist-0.log 2>&1 &
 """
@@ -101,12 +102,30 @@ def summary(means: list[dict]) -> dict:
     return out
 
 
-def phases(seeds: list[int]) -> list[tuple[int, int, list[int] | None]]:
-    """(seed, levels, control levels), most informative first."""
+def phases(seeds: list[int], extra: list[str]) -> list[tuple[int, int, list[int]]]:
+    """(seed, levels, control levels), most informative first: each seed's tickets with the claim levels'
+    controls, then the phases given as SEED:LEVELS:CONTROL,LEVELS (controls at every second level, say)."""
     out = [(seed, 18, CLAIM_LEVELS) for seed in seeds]
-    if 0 in seeds:
-        out.append((0, 18, sorted(set(CLAIM_LEVELS) | set(range(2, 19, 2)))))
+    for spec in extra:
+        seed, levels, controls = spec.split(":")
+        levels = int(levels)
+        out.append((int(seed), levels, sorted({int(t) for t in controls.split(",") if t.strip()} |
+                                              {lv for lv in CLAIM_LEVELS if lv <= levels})))
     return out
+
+
+def carried_over(path: Path, settings: dict) -> list[dict]:
+    """The rows of an earlier results file with the same settings (the seed aside), each with the commit
+    that trained it."""
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    same = {k: v for k, v in old.get("settings", {}).items() if k != "seed"} == \
+        {k: v for k, v in settings.items() if k != "seed"}
+    if not same:
+        return []
+    # A row carried over once already keeps the commit that trained it.
+    return [{**r, "trained_at": r.get("trained_at") or old.get("git_commit")} for r in old.get("rows", [])]
 
 
 def main():
@@ -114,6 +133,8 @@ def main():
     ap.add_argument("--data", default="mnist:../shared/data/mnist", help="Data spec (mnist:PATH, fashion-mnist).")
     ap.add_argument("--seeds", default="0", help="Comma-separated seeds this process trains.")
     ap.add_argument("--all-seeds", default="0,1,2", help="Seeds whose run folders the results gather.")
+    ap.add_argument("--extra", action="append", default=[], metavar="SEED:LEVELS:CONTROLS",
+                    help="A further phase after the seeds' own, e.g. 1:18:2,4,6,8 (repeatable).")
     ap.add_argument("--budget-min", type=float, default=600, help="Start no training expected to end after this.")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=None, help="Override the paper's 50,000 (smoke tests only).")
@@ -131,6 +152,7 @@ def main():
     data_name = base.data.split(":")[0]
     name = f"lottery-lenet300-{data_name}"
     info = {"machine": machine(), "git_commit": git_commit(), "started": started_at}
+    earlier = carried_over(RESULTS / f"{name}.json", base.hashed())
     timings: list[dict] = []
     stopped = None
 
@@ -143,7 +165,11 @@ def main():
                 r = run.result(level, arm)
                 if r is not None:
                     rows.append({**{k: v for k, v in r.items() if k not in ("evals", "layers")}, "seed": seed})
-        return rows
+        have = {(r["seed"], r["level"], r["arm"]) for r in rows}
+        carried = [r for r in earlier if (r["seed"], r["level"], r["arm"]) not in have]
+        info["carried_over"] = ({"rows": len(carried), "seeds": sorted({r["seed"] for r in carried}),
+                                 "trained_at": sorted({r["trained_at"] for r in carried})} if carried else None)
+        return rows + carried
 
     def write_all():
         with open(RESULTS / f".{name}.lock", "w") as lock:
@@ -166,7 +192,7 @@ def main():
     if args.replot:
         write_all()
         return
-    for seed, levels, control_levels in phases(seeds):
+    for seed, levels, control_levels in phases(seeds, args.extra):
         run = Lottery(replace(base, seed=seed, levels=levels, control_levels=control_levels), progress=False)
         for level, arm in run.jobs():
             if run.result(level, arm) is not None:
