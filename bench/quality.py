@@ -39,6 +39,12 @@ SETUPS = {
                 "random": "10%"}),
     "lenet_300_100": dict(settings=dict(remove="70%", points=14, seeds=3, calib_samples=10000, batch_size=250,
                                         methods=["connectome", "magnitude", "random", "taylor", "fisher", "dloss"])),
+    # 2:4 patterns (--pattern): every criterion bounded to 2 of every 4 consecutive input weights.
+    "lenet_300_100-2of4": dict(settings=dict(model="lenet_300_100", pattern="2:4", remove="50%",
+                                             counts=["10%", "20%", "30%", "40%", "50%"], seeds=3,
+                                             calib_samples=10000, batch_size=250,
+                                             methods=["connectome", "magnitude", "wanda", "fisher", "taylor",
+                                                      "learned"])),
     # Sized for 2 CPU cores (one stats pass of 2,000 images ~20 s); on a GPU raise every number.
     "mobilenet_v3_small_fmnist": dict(settings=dict(remove="40%", points=8, seeds=1, calib_samples=2500,
                                                     eval_samples=2000, batch_size=250,
@@ -56,7 +62,7 @@ def main():
     results = ROOT / "bench" / "results"
     for model in args.models.split(","):
         cfg = SETUPS[model]
-        values = {**cfg["settings"], "model": model, "device": args.device}
+        values = {"model": model, **cfg["settings"], "device": args.device}  # a variant names its model
         if args.methods:
             values["methods"] = args.methods.split(",")
         cs = CompareSettings.from_mapping(values, f"bench setup {model}")

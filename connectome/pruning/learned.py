@@ -127,7 +127,11 @@ class Learner:
         mask = torch.ones_like(self.flat.mask)
         if k:
             s = self.scores.detach().masked_fill(~self.flat.eligible, math.inf)
-            mask[torch.topk(s, k, largest=False, sorted=False).indices] = False
+            if self.setup.pattern is None:
+                mask[torch.topk(s, k, largest=False, sorted=False).indices] = False
+            else:  # the lowest scores that fit the N:M groups (a full sort: slower, same straight-through)
+                order = torch.argsort(s, stable=True)[:int(self.flat.eligible.sum())]
+                mask[self.setup.pattern.allowed(order, self.flat, mask)[:k]] = False
         return mask
 
     def _loss(self, x, y, k: int) -> torch.Tensor:

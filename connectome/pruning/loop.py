@@ -168,11 +168,11 @@ class Run:
             restored = step.choose_restores(flat, stats, max(1, int(round(s.restore_fraction * st.size))))
             flat.mask[restored] = True  # restore first, so the deletions are chosen among all survivors
             removed = step.choose_removals(flat, self.criterion, stats, len(restored), gen, s.unit_share,
-                                           s.unknown_last)
+                                           s.unknown_last, self.setup.pattern)
         else:
             restored = step.choose_restores(flat, stats, 0)
             removed = step.choose_removals(flat, self.criterion, stats, min(st.size, target - flat.removed()), gen,
-                                           s.unit_share, s.unknown_last)
+                                           s.unit_share, s.unknown_last, self.setup.pattern)
         flat.mask[removed] = False
         flat.write()
         prediction, curvature = step.predicted(flat, stats, removed, restored)
@@ -195,7 +195,10 @@ class Run:
         # At the smallest size a step that measurably hurts says its weights are mispredicted, not that
         # it was too big: defer them (ranked last from now on) and try the next ones; only after
         # MAX_DEFERRALS failures in a row is a step taken regardless, so that the run ends at its count.
-        forced = smallest and st.deferrals_in_row >= MAX_DEFERRALS and not ok
+        # A step that already holds deferred weights had nothing else to choose from (the end of a run, a
+        # pattern's last room): deferring more changes no later choice, so it is not retried as is.
+        exhausted = s.keep_descents and bool(flat.deferred[removed].any())
+        forced = smallest and (st.deferrals_in_row >= MAX_DEFERRALS or exhausted) and not ok
         row = {"stderr": stderr, "step": st.step_index + 1, "phase": "swap" if swapping else "remove",
                "accepted": ok or forced, "forced": forced, "descent": descent, "size": len(removed),
                "restored": len(restored), "predicted": prediction, "actual": actual,
@@ -212,7 +215,7 @@ class Run:
             flat.mask[restored] = False
             flat.write()
             suspects = step.dominant(flat, stats, removed) if s.keep_descents else removed[:0]
-            if 0 < len(suspects) <= 0.05 * len(removed) and st.deferrals_in_row < MAX_DEFERRALS:
+            if 0 < len(suspects) <= 0.05 * len(removed) and st.deferrals_in_row < MAX_DEFERRALS and not exhausted:
                 # A few weights carried the failed prediction: defer them, retry the rest at this size.
                 flat.deferred[suspects] = True
                 st.deferrals_in_row += 1

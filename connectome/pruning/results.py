@@ -38,7 +38,7 @@ def write_results(run, command: str, extra_manifest: dict | None = None) -> dict
         "data": {"spec": s.data or setup.loaded.dataset, "decision_samples": len(setup.decision),
                  "accept_samples": len(setup.accept), "eval_samples": len(setup.evaluation)},
         "result": {"removed": removed, "prunable": run.prunable, "target": setup.target,
-                   "pre_existing_zeros": int((~run.flat.eligible).sum()),
+                   "pre_existing_zeros": int((run.flat.base == 0).sum()),
                    "steps": len(run.log), "accepted_steps": len(accepted) - 1,
                    "dense": {k: dense.get(f"eval_{k}") for k in ("top1", "top5", "loss")},
                    "final": {k: final.get(f"eval_{k}") for k in ("top1", "top5", "loss")},

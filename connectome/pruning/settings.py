@@ -66,6 +66,9 @@ class PruneSettings(RunSettings):
                                 minimum=0, hashed_when_set=True)
     unit_share: float | None = setting(None, "Largest share of one output unit's weights (a row, a conv filter) a "
                                              "step may take.", above=0, maximum=1, hashed_when_set=True)
+    pattern: str | None = setting(None, "N:M, e.g. 2:4: every group of M consecutive input weights keeps at most N "
+                                        "(what sparse tensor cores run); only layers whose rows divide into groups take "
+                                        "part, and --remove counts their weights (2:4 is 50%).", hashed_when_set=True)
     learn_lr: float = setting(1e-4, "Adam learning rate of the learned criterion's scores.", above=0,
                               hashed_when_set=True)
     learn_epochs: float = setting(10.0, "Epochs over the decision split the learned criterion trains, shared by "
@@ -93,6 +96,9 @@ class PruneSettings(RunSettings):
         return super().from_mapping(values, source, allow)
 
     def check(self) -> None:
+        if self.pattern is not None:
+            from connectome.pruning.pattern import Pattern
+            Pattern.parse(self.pattern)
         if self.preprocess:
             from connectome.errors import ConnectomeError
             from connectome.models.preprocess import check_preprocess

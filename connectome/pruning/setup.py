@@ -10,6 +10,7 @@ from connectome.data import Splits, default_workers, load_dataset, subset
 from connectome.errors import ConnectomeError
 from connectome.models.load import LoadedModel, load_model, state_sha256
 from connectome.pruning.flat import FlatWeights, prunable_parameters
+from connectome.pruning.pattern import Pattern
 from connectome.pruning.settings import PruneSettings
 from connectome.sizes import parse_count
 
@@ -28,6 +29,7 @@ class Setup:
     base_state: dict
     base_sha256: str
     device: str
+    pattern: Pattern | None = None  # N:M: how many weights each group may lose
 
 
 @dataclass
@@ -79,11 +81,22 @@ def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
     if not params:
         raise ConnectomeError("no prunable parameters: check --include/--exclude patterns")
     flat = FlatWeights(params)
+    pattern = Pattern.parse(s.pattern) if s.pattern else None
+    if pattern:
+        pattern.restrict(flat)
+        if not flat.prunable():
+            raise ConnectomeError(f"no prunable layer has rows that divide into groups of {pattern.m} for the "
+                                  f"{pattern} pattern")
     target = parse_count(s.remove, flat.prunable())
+    if pattern and target > pattern.capacity(flat):
+        full = pattern.capacity(flat)
+        raise ConnectomeError(f"--remove {s.remove} ({target:,}) is more than the {pattern} pattern removes "
+                              f"({full:,}, {100 * full / flat.prunable():.1f}% of the {flat.prunable():,} weights in "
+                              f"its layers)")
     base_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return Setup(
         settings=s, loaded=loaded, splits=splits, flat=flat, target=target,
         decision=subset(splits.train, n_decide, s.seed),
         accept=subset(splits.train, n_accept, s.seed, skip=n_decide),
         evaluation=subset(splits.test, s.eval_samples, s.seed) if s.eval_samples else splits.test,
-        base_state=base_state, base_sha256=state_sha256(base_state), device=device)
+        base_state=base_state, base_sha256=state_sha256(base_state), device=device, pattern=pattern)

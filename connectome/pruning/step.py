@@ -61,16 +61,28 @@ def cap_per_unit(candidates: torch.Tensor, units: torch.Tensor, caps: torch.Tens
 
 
 def choose_removals(flat: FlatWeights, criterion, stats, k: int, generator: torch.Generator,
-                    unit_share: float | None = None, unknown_last: bool = True) -> torch.Tensor:
+                    unit_share: float | None = None, unknown_last: bool = True, pattern=None) -> torch.Tensor:
     """The k surviving weights of lowest score; weights deferred earlier only when too few others remain.
     With `unit_share`, one step takes at most that share of any output unit's weights: the diagonal
     model treats the nine taps of a depthwise kernel as independent, but removing all of them kills
-    the channel (on Lite0 all nine taps of one channel were among a step's first twelve choices)."""
+    the channel (on Lite0 all nine taps of one channel were among a step's first twelve choices).
+    With an N:M `pattern`, no group loses more than M-N (a hard bound: fewer than k may come back)."""
     if k <= 0:
         return torch.empty(0, dtype=torch.long, device=flat.base.device)
     scores = ranked_scores(flat, criterion, stats, generator, unknown_last)
     available = flat.mask & flat.eligible
     fresh = available & ~flat.deferred
+    if pattern is not None:  # every candidate in score order, cut to what the groups may still lose
+        def fitting(pool):
+            order = torch.argsort(scores.masked_fill(~pool, math.inf), stable=True)[:int(pool.sum())]
+            return pattern.allowed(order, flat)
+        chosen = fitting(fresh)
+        if len(chosen) < k:  # deferral yields when too few are left
+            chosen = fitting(available)
+        if unit_share:
+            units, sizes = flat.units()
+            return cap_per_unit(chosen, units, (sizes * unit_share).floor().clamp(min=1).long(), k)
+        return chosen[:k]
     pool = fresh if int(fresh.sum()) >= k else available  # deferral yields when too few are left
     scores = scores.masked_fill(~pool, math.inf)
     if not unit_share:

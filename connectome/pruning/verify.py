@@ -93,5 +93,15 @@ def _check_folder(folder: Path, meta: dict, state: dict, base_state: dict, verdi
     counts = {"mask": zeroed, "manifest": counted, "model metadata": int(meta.get("removed", -1))}
     if len(set(counts.values())) != 1:
         problems.append("the counts of removed weights disagree: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    pattern = (manifest.get("settings") or {}).get("pattern")
+    if pattern:  # the N:M property, for the layers the run pruned, once every group is full
+        from connectome.pruning.pattern import Pattern
+        p = Pattern.parse(pattern)
+        names = p.layers({n: m.shape for n, m in mask.items()})
+        bad = p.holds({n: state[n] for n in names})
+        if bad and zeroed >= p.removes({n: base_state[n] for n in names}):
+            problems.append(f"the {p} pattern does not hold in {len(bad)} layers, e.g. {bad[0]}")
+        elif bad:
+            verdict.warnings.append(f"the {p} pattern is not complete: the run stopped before every group was full")
     if manifest.get("model", {}).get("base_sha256") not in (None, meta.get("base_sha256")):
         problems.append("the manifest and the model record different base weights")
