@@ -102,6 +102,29 @@ def summary(means: list[dict]) -> dict:
     return out
 
 
+def markdown(means: list[dict]) -> str:
+    """The README's table: per level with controls (and 13.5%, a level the paper names), each arm's
+    early-stop iteration and test accuracy there, mean ± standard deviation over its seeds."""
+    by = {(r["level"], r["arm"]): r for r in means}
+    levels = sorted({lv for lv, arm in by if arm != "ticket"} | {0, 9})
+
+    def cell(r):
+        if r is None:
+            return ""
+        sd = lambda k: f" ± {r[k + '_std']:.2f}" if r.get(k + "_std") is not None else ""
+        it = f"{r['early_stop_iter']:,}" + (f" ± {r['early_stop_iter_std']:,.0f}" if r.get("early_stop_iter_std") else "")
+        return f"{it} / {r['early_stop_test_acc']:.2f}%{sd('early_stop_test_acc')} ({r['seeds']})"
+    lines = ["| % remaining | ticket: early-stop iteration / test accuracy there (seeds) | random reinit | random prune |",
+             "|---|---|---|---|"]
+    for lv in levels:
+        t = by.get((lv, "ticket"))
+        if t is None:
+            continue
+        lines.append(f"| {t['percent_remaining']:.1f} | {cell(t)} | {cell(by.get((lv, 'random_reinit')))} | "
+                     f"{cell(by.get((lv, 'random_prune')))} |")
+    return "\n".join(lines)
+
+
 def phases(seeds: list[int], extra: list[str]) -> list[tuple[int, int, list[int]]]:
     """(seed, levels, control levels), most informative first: each seed's tickets with the claim levels'
     controls, then the phases given as SEED:LEVELS:CONTROL,LEVELS (controls at every second level, say)."""
@@ -139,7 +162,12 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=None, help="Override the paper's 50,000 (smoke tests only).")
     ap.add_argument("--replot", action="store_true", help="Only rewrite the results from the run folders.")
+    ap.add_argument("--table", action="store_true", help="Print the README's table from the results file.")
     args = ap.parse_args()
+    if args.table:
+        data_name = args.data.split(":")[0]
+        print(markdown(json.loads((RESULTS / f"lottery-lenet300-{data_name}.json").read_text())["means"]))
+        return
     torch.set_num_threads(args.threads)
     start, started_at = time.time(), datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     # On the CPU whatever the machine has: the benchmark measures the one-thread-per-process setup.

@@ -130,8 +130,11 @@ class Run:
             if swapping:
                 st.cycles_done += 1
             st.accepted_since_eval += 1
-            if st.accepted_since_eval >= self.s.eval_every or (self.flat.removed() >= target and
-                                                               st.cycles_done >= self.s.restore_cycles):
+            # Evaluated every few steps, at the target (before any swap: the curve shows what the
+            # restore cycles add) and at the end.
+            reached = not swapping and self.flat.removed() >= target
+            if st.accepted_since_eval >= self.s.eval_every or reached or (self.flat.removed() >= target and
+                                                                          st.cycles_done >= self.s.restore_cycles):
                 outcome.update(self._eval(self.setup.evaluation, "evaluation").as_dict("eval_"))
                 st.accepted_since_eval = 0
             self._record(outcome, start)
@@ -209,7 +212,8 @@ class Run:
             st.deferrals_in_row = 0
             self.before = after
             st.size = step.next_size(st.size, True, actual, prediction, s.ratio_hold if s.keep_descents else -math.inf,
-                                     s.grow, s.shrink, min_size, self._steps(s.max_step), stderr, excess)
+                                     s.grow, s.shrink, min_size, self._steps(s.max_step), stderr, excess,
+                                     s.headroom)
         else:
             flat.mask[removed] = True
             flat.mask[restored] = False

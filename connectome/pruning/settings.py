@@ -64,6 +64,9 @@ class PruneSettings(RunSettings):
                                        "others (unknown, not free).", hashed_when_set=True)
     ratio_hold: float = setting(0.5, "Grow the next step only while measured/predicted change stays at least this.",
                                 minimum=0, hashed_when_set=True)
+    headroom: bool = setting(False, "After a kept step whose measured/predicted ratio broke away, still grow toward "
+                                    "the size where its measured change would meet the allowances.",
+                             hashed_when_set=True)
     unit_share: float | None = setting(None, "Largest share of one output unit's weights (a row, a conv filter) a "
                                              "step may take.", above=0, maximum=1, hashed_when_set=True)
     pattern: str | None = setting(None, "N:M, e.g. 2:4: every group of M consecutive input weights keeps at most N "

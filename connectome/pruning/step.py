@@ -128,7 +128,8 @@ def paired_stderr(after, before) -> float:
 
 
 def next_size(size: int, accepted: bool, actual: float, prediction: float | None, hold: float, grow: float,
-              shrink: float, smallest: int, largest: int, stderr: float = 0.0, excess: float | None = None) -> int:
+              shrink: float, smallest: int, largest: int, stderr: float = 0.0, excess: float | None = None,
+              headroom: bool = False) -> int:
     """The field's rule: grow while the measured change keeps up with the predicted one (their ratio at
     least `hold`), keep the size where the ratio breaks away, shrink after a rejected step. A
     predicted gain inside the measurement's noise says nothing of the ratio: such a step grows.
@@ -138,7 +139,11 @@ def next_size(size: int, accepted: bool, actual: float, prediction: float | None
     size where the two would meet is estimated, r = (2*stderr / excess)^2 of this one: a rejected step
     shrinks there at once instead of halving through a cascade of rejections. (Capping growth by the
     same estimate cut rejections further, 43% -> 33% on the demo, but took 36% more accepted steps,
-    each a statistics pass: the expensive part on a large network.)"""
+    each a statistics pass: the expensive part on a large network.)
+
+    With `headroom`, a kept step whose ratio broke away still grows toward that size while it lies
+    beyond this one: a prediction that is optimistic by a steady amount (late in a run, inside a
+    pattern's last room) otherwise holds the size at its smallest for hundreds of steps."""
     fit = None
     if excess is not None and excess > 0 and stderr > 0:
         fit = 0.8 * (2 * stderr / excess) ** 2  # with a margin: the estimate is of the very edge
@@ -147,6 +152,8 @@ def next_size(size: int, accepted: bool, actual: float, prediction: float | None
         return max(smallest, int(size * factor))
     ratio_holds = prediction is None or prediction >= -2 * stderr or actual / prediction >= hold
     factor = grow if ratio_holds else 1.0
+    if headroom and not ratio_holds and excess is not None:
+        factor = grow if excess <= 0 or fit is None else min(grow, max(1.0, fit))
     return min(largest, max(smallest, int(math.ceil(size * factor))))
 
 

@@ -79,3 +79,20 @@ def test_a_rejected_step_shrinks_to_where_the_allowance_would_hold():
     size = step.next_size(1013, False, 0.00132, -0.00053, stderr=0.00044, excess=excess, **kw)
     assert 133 <= size < 506
     assert step.next_size(1013, False, 0.00132, -0.00053, **kw) == 506  # without the estimate: halve
+
+
+def test_headroom_grows_a_kept_step_whose_ratio_broke_away():
+    """Late in a run the prediction is optimistic by a steady amount: the ratio breaks away on every
+    step although each stays inside its allowances. Without headroom the size never grows."""
+    kw = dict(hold=0.5, grow=1.5, shrink=0.5, smallest=133, largest=13310, stderr=0.00006)
+    # predicted -0.00014, measured -0.00009 (inside the noise of 0.00012): kept, ratio 0.64 holds
+    assert step.next_size(200, True, -0.00009, -0.00014, **kw) == 300
+    # predicted -0.00030, measured +0.00002: kept (0.00008 past the allowances, inside the noise 0.00012),
+    # the ratio broke away: the size holds, unless headroom lets it grow toward the edge (far: 1.5x)
+    excess = step.excess_of(0.00002, -0.00030, 0.00006, 0.0, 4.0)
+    assert 0 < excess < 2 * kw["stderr"]
+    assert step.next_size(200, True, 0.00002, -0.00030, excess=excess, **kw) == 200
+    assert step.next_size(200, True, 0.00002, -0.00030, excess=excess, headroom=True, **kw) == 300
+    assert step.next_size(200, True, 0.00002, -0.00030, excess=-0.0001, headroom=True, **kw) == 300
+    # an excess near the edge of the noise allowance leaves no room: the size holds
+    assert step.next_size(200, True, 0.00002, -0.00030, excess=0.00011, headroom=True, **kw) == 200
