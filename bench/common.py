@@ -13,7 +13,9 @@ def provenance() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # Code only: results that other benchmarks are writing meanwhile do not make a commit dirty.
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "connectome",
+                                     "recipes", "bench/*.py", "pyproject.toml"], cwd=root,
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", False
