@@ -58,14 +58,23 @@ def main():
     ap.add_argument("--models", default="lenet_300_100,mobilenet_v3_small_fmnist")
     ap.add_argument("--methods", default=None, help="Override the model's methods (comma-separated).")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="Override a setting (YAML value), e.g. headroom=true; the results are named with --tag.")
+    ap.add_argument("--tag", default=None, help="Suffix of the result files when settings are overridden.")
     args = ap.parse_args()
+    import yaml
+    overrides = {k.replace("-", "_"): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    if overrides and not args.tag:
+        ap.error("--set needs --tag, so that the default's results are not overwritten")
     results = ROOT / "bench" / "results"
     for model in args.models.split(","):
         cfg = SETUPS[model]
         values = {"model": model, **cfg["settings"], "device": args.device}  # a variant names its model
         if args.methods:
             values["methods"] = args.methods.split(",")
+        values.update(overrides)
         cs = CompareSettings.from_mapping(values, f"bench setup {model}")
+        model = f"{model}-{args.tag}" if args.tag else model  # the result files' name
         out = results / f"quality-{model}"
         start, origin = time.time(), provenance()  # the commit and date the run starts from
         r = compare(cs, out, progress=sys.stderr.isatty(), limits=cfg.get("limits"))

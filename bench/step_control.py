@@ -11,7 +11,7 @@ and after the swaps, and the seconds each phase took.
     OMP_NUM_THREADS=1 python bench/step_control.py --variants default,headroom --seeds 0,1,2
 
 Writes bench/results/step-control-lenet_300_100.json (provenance, every run) and prints a table.
-Runs are resumable (runs/step-control/<variant>-seed<N>), and a finished one is read back, not rerun.
+Runs are resumable (runs/step-control/<variant>-seed<N>-r<cycles>), and a finished one is read back, not rerun.
 """
 
 import argparse
@@ -67,14 +67,15 @@ def main():
         for seed in (int(t) for t in args.seeds.split(",")):
             s = PruneSettings.from_mapping({**recipe, **VARIANTS[variant], "seed": seed,
                                             "restore_cycles": args.restore_cycles}, f"{variant} seed {seed}")
-            out = Path(args.runs) / f"{variant}-seed{seed}"
+            out = Path(args.runs) / f"{variant}-seed{seed}-r{args.restore_cycles}"
             if not (out / "manifest.json").exists():
                 prune(s, out, resume=True, progress=False)
             log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
             target = json.loads((out / "manifest.json").read_text())["result"]["target"]
-            results["runs"][f"{variant}/{seed}"] = {"variant": variant, "seed": seed, "settings_digest": s.digest(),
+            key = f"{variant}/{seed}/r{args.restore_cycles}"
+            results["runs"][key] = {"variant": variant, "seed": seed, "settings_digest": s.digest(),
                                                    "restore_cycles": args.restore_cycles, **summarise(log, target)}
-            r = results["runs"][f"{variant}/{seed}"]
+            r = results["runs"][key]
             print(f"{variant:>14} seed {seed}: to target {r['to_target']['steps']} steps, "
                   f"{100 * r['to_target']['rejected_share']:.0f}% rejected, {r['to_target']['top1']:.2f}% / "
                   f"{r['to_target']['loss']:.4f} ({r['to_target']['seconds']:.0f} s); after {r['swaps']['cycles']} "

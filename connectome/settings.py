@@ -27,7 +27,7 @@ from connectome.errors import ConnectomeError
 def setting(default: Any = MISSING, help: str = "", *, runtime: bool = False, choices: Callable[[], list] | list | None = None,
             minimum: float | None = None, maximum: float | None = None, above: float | None = None,
             below: float | None = None, argument: bool = False, path: bool = False, server: bool = True,
-            hashed_when_set: bool = False) -> Any:
+            hashed_when_set: bool = False, legacy: Any = MISSING) -> Any:
     """A dataclass field that is a setting.
 
     runtime: changes no decision, so it stays out of the digest. choices: the allowed values (or a
@@ -35,10 +35,12 @@ def setting(default: Any = MISSING, help: str = "", *, runtime: bool = False, ch
     exclusive ones. argument: the command's positional argument rather than a flag. path: names a
     file or folder (the service checks it lies under a data root). server: a service job may set it.
     hashed_when_set: a setting added after runs were named enters the digest only at a value other than
-    its default, so every earlier run keeps its digest (its folder name, and its resume)."""
+    its default, so every earlier run keeps its digest (its folder name, and its resume). legacy: with
+    hashed_when_set, the value earlier runs behaved as, where the default has since changed: the
+    setting then enters the digest at any other value, the new default included."""
     meta = {"help": help, "runtime": runtime, "choices": choices, "minimum": minimum, "maximum": maximum,
             "above": above, "below": below, "argument": argument, "path": path, "server": server,
-            "hashed_when_set": hashed_when_set}
+            "hashed_when_set": hashed_when_set, "legacy": default if legacy is MISSING else legacy}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -211,19 +213,19 @@ class RunSettings:
         """The settings that decide a run's numbers."""
         values = self.to_dict()
         return {s.name: values[s.name] for s in self.specs() if not s.meta["runtime"] and
-                not (s.meta["hashed_when_set"] and values[s.name] == s.default)}
+                not (s.meta["hashed_when_set"] and values[s.name] == s.meta["legacy"])}
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.hashed(), sort_keys=True).encode()).hexdigest()
 
     def diff(self, stored: dict) -> list[str]:
         """Names of the settings that decide a run whose stored values differ from these (a setting added
-        later, absent from an older record, counts at its default)."""
+        later, absent from an older record, counts at the value such runs behaved as)."""
         values, out = self.to_dict(), []
         for spec in self.specs():
             if spec.meta["runtime"]:
                 continue
-            theirs = spec.default if spec.name not in stored and spec.meta["hashed_when_set"] else stored.get(spec.name)
+            theirs = spec.meta["legacy"] if spec.name not in stored and spec.meta["hashed_when_set"] else stored.get(spec.name)
             if theirs != values[spec.name]:
                 out.append(spec.name)
         return sorted(out)

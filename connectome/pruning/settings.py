@@ -59,14 +59,15 @@ class PruneSettings(RunSettings):
     keep_descents: bool = setting(True, "Keep a step whose measured loss fell beyond its noise, however much more was "
                                         "predicted; size steps by the measured/predicted ratio; defer only weights "
                                         "whose removal measurably hurt (off: the first version's rule).",
-                                  hashed_when_set=True)
+                                  hashed_when_set=True, legacy=False)
     unknown_last: bool = setting(True, "Rank weights whose gradient and second moment are both zero after all "
-                                       "others (unknown, not free).", hashed_when_set=True)
+                                       "others (unknown, not free).", hashed_when_set=True, legacy=False)
     ratio_hold: float = setting(0.5, "Grow the next step only while measured/predicted change stays at least this.",
                                 minimum=0, hashed_when_set=True)
-    headroom: bool = setting(False, "After a kept step whose measured/predicted ratio broke away, still grow toward "
-                                    "the size where its measured change would meet the allowances.",
-                             hashed_when_set=True)
+    headroom: bool = setting(True, "After a kept step whose measured/predicted ratio broke away, still grow toward "
+                                   "the size where its measured change would meet the allowances (chosen by "
+                                   "measurement: 12-17% fewer steps on the demo, the same curve).",
+                             hashed_when_set=True, legacy=False)
     unit_share: float | None = setting(None, "Largest share of one output unit's weights (a row, a conv filter) a "
                                              "step may take.", above=0, maximum=1, hashed_when_set=True)
     pattern: str | None = setting(None, "N:M, e.g. 2:4: every group of M consecutive input weights keeps at most N "
