@@ -39,6 +39,11 @@ SETUPS = {
                 "random": "10%"}),
     "lenet_300_100": dict(settings=dict(remove="70%", points=14, seeds=3, calib_samples=10000, batch_size=250,
                                         methods=["connectome", "magnitude", "random", "taylor", "fisher", "dloss"])),
+    # Lite0 at the full 2:4 pattern: one-shot methods (the loop and the learned mask cost hours on a CPU).
+    "efficientnet_lite0-2of4": dict(
+        settings=dict(model="efficientnet_lite0", data="imagenet:../shared/data/imagenette", pattern="2:4",
+                      remove="50%", counts=["50%"], calib_samples=1000, accept_fraction=0.2, batch_size=50,
+                      seeds=1, methods=["magnitude", "wanda", "fisher"])),
     # 2:4 patterns (--pattern): every criterion bounded to 2 of every 4 consecutive input weights.
     "lenet_300_100-2of4": dict(settings=dict(model="lenet_300_100", pattern="2:4", remove="50%",
                                              counts=["10%", "20%", "30%", "40%", "50%"], seeds=3,

@@ -8,7 +8,7 @@ and with them (at the end): the swaps start from exactly the mask a run without 
 Per variant and seed: steps to the target, the share rejected, evaluation top-1 and loss at the target
 and after the swaps, and the seconds each phase took.
 
-    OMP_NUM_THREADS=1 python bench/step_control.py --variants default,headroom --seeds 0,1,2
+    OMP_NUM_THREADS=1 python bench/step_control.py --variants ratio-only,headroom --seeds 0,1,2
 
 Writes bench/results/step-control-lenet_300_100.json (provenance, every run) and prints a table.
 Runs are resumable (runs/step-control/<variant>-seed<N>-r<cycles>), and a finished one is read back, not rerun.
@@ -27,10 +27,10 @@ from connectome.pruning.settings import PruneSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "prune-lenet_300_100.yaml"
-VARIANTS = {
-    "default": {},
-    "headroom": {"headroom": True},
-    "first-version": {"keep_descents": False, "unknown_last": False},
+VARIANTS = {  # each named by its rules, not by whichever is the default today
+    "ratio-only": {"headroom": False},  # grow only while measured/predicted holds (the default until headroom)
+    "headroom": {"headroom": True},  # the default
+    "first-version": {"keep_descents": False, "unknown_last": False, "headroom": False},
 }
 
 
@@ -53,7 +53,7 @@ def summarise(log: list[dict], target: int) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="default,headroom")
+    ap.add_argument("--variants", default="ratio-only,headroom")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--restore-cycles", type=int, default=20)
     ap.add_argument("--runs", default=str(ROOT / "runs" / "step-control"))

@@ -112,6 +112,21 @@ def test_one_shot_pattern_keeps_the_largest_two_of_every_four(tmp_path):
     assert torch.equal(got, expect)
 
 
+def test_the_pattern_share_means_the_full_pattern_beside_base_zeros(tmp_path):
+    """A base with zeros of its own: "50%" of 2:4 is the full pattern, fewer than half its weights."""
+    from safetensors.torch import save_file
+    from connectome.models.load import load_model
+    from connectome.pruning.settings import PruneSettings
+    from connectome.pruning.setup import prepare
+    state = {k: v.clone() for k, v in load_model("lenet_300_100").module.state_dict().items()}
+    state["4.weight"][0, :3] = 0.0  # one group holds 3 zeros: it needs no removal; its weights are 3 fewer
+    save_file(state, str(tmp_path / "base.safetensors"))
+    setup = prepare(PruneSettings(model="lenet_300_100", remove="50%", pattern="2:4", calib_samples=600,
+                                  weights_file=str(tmp_path / "base.safetensors")))
+    assert setup.flat.prunable() == 266200 - 3
+    assert setup.target == Pattern(2, 4).capacity(setup.flat) == 133100 - 2
+
+
 def test_more_than_the_pattern_removes_is_refused_and_nothing_written(tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--pattern", "2:4", "--remove", "60%", "--out", str(out),
