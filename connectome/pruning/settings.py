@@ -66,7 +66,7 @@ class PruneSettings(RunSettings):
                                 minimum=0, hashed_when_set=True)
     headroom: bool = setting(True, "After a kept step whose measured/predicted ratio broke away, still grow toward "
                                    "the size where its measured change would meet the allowances (chosen by "
-                                   "measurement: 12-17% fewer steps on the demo, the same curve).",
+                                   "measurement: 8-17% fewer steps on the demo, the same curve).",
                              hashed_when_set=True, legacy=False)
     unit_share: float | None = setting(None, "Largest share of one output unit's weights (a row, a conv filter) a "
                                              "step may take.", above=0, maximum=1, hashed_when_set=True)
