@@ -53,8 +53,8 @@ SETUPS = {
     # Sized for 2 CPU cores (one stats pass of 2,000 images ~20 s); on a GPU raise every number.
     "mobilenet_v3_small_fmnist": dict(settings=dict(remove="40%", points=8, seeds=1, calib_samples=2500,
                                                     eval_samples=2000, batch_size=250,
-                                                    methods=["connectome", "magnitude", "random", "taylor",
-                                                             "fisher", "dloss"])),
+                                                    methods=["connectome", "magnitude", "wanda", "random",
+                                                             "taylor", "fisher", "dloss"])),
 }
 
 
