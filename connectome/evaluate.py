@@ -19,6 +19,7 @@ class Metrics:
     objective: float | None = None  # the label-smoothed loss, when one was asked for
     # Per-sample values of the objective, when asked for: paired differences give a step's standard error.
     per_sample: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    per_correct: torch.Tensor | None = field(default=None, repr=False, compare=False)  # top-1 hits, likewise
 
     def as_dict(self, prefix: str = "") -> dict:
         d = {"top1": self.top1, "top5": self.top5, "loss": self.loss, "samples": self.samples}
@@ -42,7 +43,7 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, objective, top-1, top-5
     samples = 0  # counted on the host: a Python number copied to a GPU each batch would synchronise it
-    kept = []
+    kept, hits = [], []
     rank, world = rank_and_size()
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress or rank, leave=False)
     for x, y in batches(dataset, batch_size, shard=(rank, world), workers=workers, device=device):
@@ -57,6 +58,8 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
         if keep_per_sample:
             kept.append(objective.double())
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        if keep_per_sample:
+            hits.append((top[:, 0] == y).double())
         sums += torch.stack([plain.double().sum(), objective.double().sum(), (top[:, 0] == y).sum().double(),
                              (top == y[:, None]).any(dim=1).sum().double()])
         samples += len(y)
@@ -69,4 +72,5 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
     if n == 0:
         raise ValueError("evaluate() got an empty dataset")
     return Metrics(100.0 * c1 / n, 100.0 * c5 / n, loss / n, int(n), objective / n if label_smoothing else None,
-                   (torch.cat(kept) if kept else sums.new_zeros(0)) if keep_per_sample else None)
+                   (torch.cat(kept) if kept else sums.new_zeros(0)) if keep_per_sample else None,
+                   (torch.cat(hits) if hits else sums.new_zeros(0)) if keep_per_sample else None)

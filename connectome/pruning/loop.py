@@ -186,7 +186,8 @@ class Run:
         # predicted change is ~0 are rejected by noise alone and the run crawls at the minimum size.
         dense = st.log[0]  # the loss budget is a fraction of the dense model's acceptance loss
         budget = s.loss_budget * dense.get("accept_objective", dense["accept_loss"]) * len(removed) / self.budget_target
-        descent = s.keep_descents and step.is_descent(actual, stderr)
+        descent = s.keep_descents and step.is_descent(actual, stderr) and not (
+            s.descent_keeps_top1 and step.top1_falls(after, self.before))
         ok = descent or step.as_predicted(actual, prediction, curvature, stderr, budget, s.tolerance)
         smallest = st.size <= min_size
         # The sizes where measured and predicted change part ways are estimated from this step (new rule only).

@@ -60,6 +60,9 @@ class PruneSettings(RunSettings):
                                         "predicted; size steps by the measured/predicted ratio; defer only weights "
                                         "whose removal measurably hurt (off: the first version's rule).",
                                   hashed_when_set=True, legacy=False)
+    descent_keeps_top1: bool = setting(True, "A step whose loss fell is a descent only if acceptance top-1 did not "
+                                             "measurably fall (a loss can fall by flattening overconfident logits).",
+                                       hashed_when_set=True, legacy=False)
     unknown_last: bool = setting(True, "Rank weights whose gradient and second moment are both zero after all "
                                        "others (unknown, not free).", hashed_when_set=True, legacy=False)
     ratio_hold: float = setting(0.5, "Grow the next step only while measured/predicted change stays at least this.",

@@ -96,3 +96,26 @@ def test_headroom_grows_a_kept_step_whose_ratio_broke_away():
     assert step.next_size(200, True, 0.00002, -0.00030, excess=-0.0001, headroom=True, **kw) == 300
     # an excess near the edge of the noise allowance leaves no room: the size holds
     assert step.next_size(200, True, 0.00002, -0.00030, excess=0.00011, headroom=True, **kw) == 200
+
+
+def test_a_loss_descent_that_costs_top1_is_no_descent():
+    """MobileNetV3-Small on Fashion-MNIST: one step lowered the acceptance loss 0.491 -> 0.410 while
+    top-1 fell 90.0% -> 85.2% (500 images). Paired over the same images that fall is far outside noise."""
+    from connectome.evaluate import Metrics
+    n = 500
+    before_hits = torch.zeros(n, dtype=torch.float64)
+    before_hits[:450] = 1  # 90.0%
+    after_hits = before_hits.clone()
+    after_hits[:30] = 0  # 30 images lost, 6 gained: 85.2%
+    after_hits[450:456] = 1
+    loss = torch.full((n,), 0.5, dtype=torch.float64)
+    before = Metrics(90.0, 99.0, 0.491, n, per_sample=loss, per_correct=before_hits)
+    after = Metrics(85.2, 99.0, 0.410, n, per_sample=loss - 0.08, per_correct=after_hits)
+    assert step.top1_falls(after, before)
+    # One image lost and one gained is no fall; nor is a single image lost among 500.
+    same = before_hits.clone()
+    same[0], same[460] = 0, 1
+    assert not step.top1_falls(Metrics(90.0, 99.0, 0.4, n, per_sample=loss, per_correct=same), before)
+    one = before_hits.clone()
+    one[0] = 0
+    assert not step.top1_falls(Metrics(89.8, 99.0, 0.4, n, per_sample=loss, per_correct=one), before)
