@@ -29,6 +29,18 @@ def prunable_parameters(model: nn.Module, include=(), exclude=()) -> dict[str, n
     return out
 
 
+def rank_within(groups: torch.Tensor) -> torch.Tensor:
+    """For a sequence of group ids (candidates in order), each one's rank among the earlier ones of its
+    group: 0 for the first of a group, 1 for the second, ... Caps per unit and per N:M group keep the
+    candidates whose rank is below their group's allowance."""
+    order = torch.argsort(groups, stable=True)
+    sorted_ids = groups[order]
+    first = torch.searchsorted(sorted_ids, sorted_ids, side="left")  # where each group's run starts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(sorted_ids), device=groups.device) - first
+    return rank
+
+
 class FlatWeights:
     """The prunable weights as one flat vector, so a global top-k is a single call."""
 

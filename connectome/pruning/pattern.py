@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from connectome.pruning.flat import FlatWeights
+from connectome.pruning.flat import FlatWeights, rank_within
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,7 @@ class Pattern:
         g = ids[candidates]
         keep = g >= 0
         candidates, g = candidates[keep], g[keep]
-        order = torch.argsort(g, stable=True)
-        sg = g[order]
-        first = torch.searchsorted(sg, sg, side="left")
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(len(sg), device=sg.device) - first  # rank of a candidate within its group
-        return candidates[rank < room[g]]
+        return candidates[rank_within(g) < room[g]]
 
     def removes(self, weights: dict[str, torch.Tensor]) -> int:
         """Weights the full pattern zeroes in these tensors beside the zeros they hold already."""

@@ -12,7 +12,7 @@ import torch
 
 from connectome.distributed import all_reduce_
 from connectome.pruning import criteria
-from connectome.pruning.flat import FlatWeights
+from connectome.pruning.flat import FlatWeights, rank_within
 
 
 def unknown(flat: FlatWeights, stats) -> torch.Tensor:
@@ -48,12 +48,7 @@ def cap_per_unit(candidates: torch.Tensor, units: torch.Tensor, caps: torch.Tens
     """The first k of `candidates` (in order) taking at most caps[u] weights of any unit u, then, if
     the caps leave fewer than k, the next candidates regardless (a run still ends at its count)."""
     u = units[candidates]
-    order = torch.argsort(u, stable=True)
-    su = u[order]
-    first = torch.searchsorted(su, su, side="left")  # where each unit's run starts in the sorted list
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(su), device=su.device) - first  # rank of a candidate within its unit
-    allowed = rank < caps[u]
+    allowed = rank_within(u) < caps[u]
     chosen = candidates[allowed][:k]
     if len(chosen) < k:
         chosen = torch.cat([chosen, candidates[~allowed][:k - len(chosen)]])
