@@ -55,10 +55,9 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
         plain = F.cross_entropy(logits, y, reduction="none")
         objective = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing) \
             if label_smoothing else plain
-        if keep_per_sample:
-            kept.append(objective.double())
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         if keep_per_sample:
+            kept.append(objective.double())
             hits.append((top[:, 0] == y).double())
         sums += torch.stack([plain.double().sum(), objective.double().sum(), (top[:, 0] == y).sum().double(),
                              (top == y[:, None]).any(dim=1).sum().double()])

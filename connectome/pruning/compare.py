@@ -41,10 +41,10 @@ def one_shot(setup, method: str, stats, counts: list[int], seed: int, rt: Runtim
     gen = torch.Generator().manual_seed(seed)
     crit = criteria.get(method)
     scores = step.ranked_scores(flat, crit, stats, gen, setup.settings.unknown_last)
-    scores = scores.masked_fill(~flat.eligible, math.inf)
-    order = torch.argsort(scores, stable=True)[:int(flat.eligible.sum())]
-    if setup.pattern is not None:  # still nested: each prefix keeps every group within the pattern
-        order = setup.pattern.allowed(order, flat)
+    if setup.pattern is None:
+        order = torch.argsort(scores.masked_fill(~flat.eligible, math.inf), stable=True)
+    else:  # still nested: each prefix keeps every group within the pattern
+        order = setup.pattern.lowest(scores, flat, flat.eligible)
     rows = []
     for k in tqdm(counts, desc=f"{method} seed {seed}", disable=not progress, leave=False):
         flat.mask.fill_(True)

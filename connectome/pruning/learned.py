@@ -130,8 +130,7 @@ class Learner:
             if self.setup.pattern is None:
                 mask[torch.topk(s, k, largest=False, sorted=False).indices] = False
             else:  # the lowest scores that fit the N:M groups (a full sort: slower, same straight-through)
-                order = torch.argsort(s, stable=True)[:int(self.flat.eligible.sum())]
-                mask[self.setup.pattern.allowed(order, self.flat, mask)[:k]] = False
+                mask[self.setup.pattern.lowest(s, self.flat, self.flat.eligible, mask)[:k]] = False
         return mask
 
     def _loss(self, x, y, k: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ only bounds how many weights each group may lose, so the count at which every gr
 pattern itself, and the counts on the way are masks that a pattern's last steps complete.
 """
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -42,7 +43,14 @@ class Pattern:
 
     def groups(self, flat: FlatWeights) -> torch.Tensor:
         """Per flat weight, its group's index, or -1 in a layer that does not take part. Within a
-        layer's (out, row) view, M consecutive weights of a row share a group."""
+        layer's (out, row) view, M consecutive weights of a row share a group. Kept on `flat`: every
+        step (and every batch of the learned mask) asks again."""
+        cache = flat.__dict__.setdefault("_pattern_groups", {})
+        if self.m not in cache:
+            cache[self.m] = self._groups(flat)
+        return cache[self.m]
+
+    def _groups(self, flat: FlatWeights) -> torch.Tensor:
         taking = set(self.layers({n: flat.params[n].shape for n in flat.names}))
         ids, offset = [], 0
         for name, size in zip(flat.names, flat.sizes):
@@ -72,6 +80,13 @@ class Pattern:
         """Weights the full pattern removes from the base: the count at which every group is full."""
         taking = self.layers({n: flat.params[n].shape for n in flat.names})
         return self.removes({n: w for n, w in flat.split(flat.base).items() if n in taking})
+
+    def lowest(self, scores: torch.Tensor, flat: FlatWeights, pool: torch.Tensor,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The weights of `pool` in order of score, lowest first, cut to what the groups may still lose:
+        any prefix is a removal that keeps the pattern."""
+        order = torch.argsort(scores.masked_fill(~pool, math.inf), stable=True)[:int(pool.sum())]
+        return self.allowed(order, flat, mask)
 
     def allowed(self, candidates: torch.Tensor, flat: FlatWeights, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The candidates (in order) that fit: within each group, only as many as it may still lose,

@@ -88,11 +88,11 @@ def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
             raise ConnectomeError(f"no prunable layer has rows that divide into groups of {pattern.m} for the "
                                   f"{pattern} pattern")
     target = parse_count(s.remove, flat.prunable())
-    text = s.remove.strip()
-    if pattern and text.endswith("%") and float(text[:-1]) == 100 * (pattern.m - pattern.n) / pattern.m:
-        target = pattern.capacity(flat)  # "50%" of 2:4 is the full pattern, where the base's own zeros leave fewer
-    if pattern and target > pattern.capacity(flat):
-        full = pattern.capacity(flat)
+    if pattern:
+        full, text = pattern.capacity(flat), s.remove.strip()
+        if text.endswith("%") and float(text[:-1]) == 100 * (pattern.m - pattern.n) / pattern.m:
+            target = full  # "50%" of 2:4 is the full pattern, where the base's own zeros leave fewer
+    if pattern and target > full:
         raise ConnectomeError(f"--remove {s.remove} ({target:,}) is more than the {pattern} pattern removes "
                               f"({full:,}, {100 * full / flat.prunable():.1f}% of the {flat.prunable():,} weights in "
                               f"its layers)")

@@ -68,12 +68,9 @@ def choose_removals(flat: FlatWeights, criterion, stats, k: int, generator: torc
     available = flat.mask & flat.eligible
     fresh = available & ~flat.deferred
     if pattern is not None:  # every candidate in score order, cut to what the groups may still lose
-        def fitting(pool):
-            order = torch.argsort(scores.masked_fill(~pool, math.inf), stable=True)[:int(pool.sum())]
-            return pattern.allowed(order, flat)
-        chosen = fitting(fresh)
+        chosen = pattern.lowest(scores, flat, fresh)
         if len(chosen) < k:  # deferral yields when too few are left
-            chosen = fitting(available)
+            chosen = pattern.lowest(scores, flat, available)
         if unit_share:
             units, sizes = flat.units()
             return cap_per_unit(chosen, units, (sizes * unit_share).floor().clamp(min=1).long(), k)
