@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import provenance  # noqa: E402
 
-from connectome.pruning.compare import compare, table  # noqa: E402
+from connectome.pruning.compare import compare, summarise, table, write_outputs  # noqa: E402
 from connectome.pruning.settings import CompareSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # Per model: compare settings, and per method the largest count it is evaluated at.
 SETUPS = {
     "efficientnet_lite0": dict(
+        # eval_every (runtime: no decision changes) so that the loop is evaluated at the grid's counts only.
         settings=dict(data="imagenet:../shared/data/imagenette", remove="50%", counts=["10%", "20%", "30%", "50%"],
-                      calib_samples=1000, accept_fraction=0.2, batch_size=50, seeds=1,
-                      methods=["connectome", "magnitude", "wanda", "wanda_row", "taylor", "fisher", "dloss", "random"]),
-        # The loop (about 25 minutes per 10% on one core) to 10%: the same decisions as
-        # `prune --recipe prune-efficientnet_lite0-imagenette`, whose result is in bench/results.
-        limits={"connectome": "10%", "taylor": "10%", "fisher": "10%", "dloss": "10%", "wanda_row": "10%",
-                "random": "10%"}),
+                      calib_samples=1000, accept_fraction=0.2, batch_size=50, seeds=1, eval_every=10**6,
+                      methods=["connectome", "learned", "magnitude", "wanda", "wanda_row", "taylor", "fisher", "dloss",
+                               "random"]),
+        # Methods that collapse at 10% are not evaluated further.
+        limits={"taylor": "10%", "fisher": "10%", "dloss": "10%", "wanda_row": "10%", "random": "10%"}),
     "lenet_300_100": dict(settings=dict(remove="70%", points=14, seeds=3, calib_samples=10000, batch_size=250,
                                         methods=["connectome", "magnitude", "random", "taylor", "fisher", "dloss"])),
     # Lite0 at the full 2:4 pattern: one-shot methods (the loop and the learned mask cost hours on a CPU).
@@ -58,6 +58,35 @@ SETUPS = {
 }
 
 
+# What must match for rows of two runs to share a plot: the model, its data, the calibration draw and the
+# evaluation images, the grid.
+SAME = ("model", "data", "weights", "weights_file", "preprocess", "include", "exclude", "calib_samples",
+        "accept_fraction", "eval_samples", "seeds", "counts", "points", "remove", "pattern", "label_smoothing")
+
+
+def carry_over(path: Path, cs: CompareSettings, r: dict, out: Path) -> dict:
+    """Rows of the methods not run now, from the earlier results file, into `r` (summary and plots
+    rewritten); returns {method: commit that measured it}."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    mine, theirs = cs.to_dict(), old["settings"]
+    differ = [k for k in SAME if mine.get(k) != theirs.get(k, mine.get(k))]
+    if differ:
+        raise SystemExit(f"--carry: {path.name} was measured with other {', '.join(differ)}")
+    if abs(old["dense"]["loss"] - r["dense"]["loss"]) > 1e-6:
+        raise SystemExit(f"--carry: {path.name} has another dense loss ({old['dense']['loss']} vs {r['dense']['loss']})")
+    earlier = old.get("carried", {})
+    rows = [row for row in old["rows"] if row["method"] not in cs.methods]
+    carried = {m: earlier.get(m, old["provenance"]["commit"]) for m in dict.fromkeys(row["method"] for row in rows)}
+    r["rows"] = r["rows"] + rows
+    methods = list(cs.methods) + list(carried)
+    r["summary"] = summarise(r["rows"], r["dense"], methods)
+    layers = json.loads((out / "compare.json").read_text())["layers"]
+    write_outputs(out, r["rows"], layers, r["dense"], r["summary"], cs, r["prunable"])
+    return carried
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="lenet_300_100,mobilenet_v3_small_fmnist")
@@ -66,6 +95,9 @@ def main():
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="Override a setting (YAML value), e.g. headroom=true; the results are named with --tag.")
     ap.add_argument("--tag", default=None, help="Suffix of the result files when settings are overridden.")
+    ap.add_argument("--carry", action="store_true",
+                    help="Keep the rows of methods not run now from the existing results file (same data and grid), "
+                         "each with the commit that measured it, so one plot shows every method.")
     args = ap.parse_args()
     import yaml
     overrides = {k.replace("-", "_"): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
@@ -84,11 +116,12 @@ def main():
         start, origin = time.time(), provenance()  # the commit and date the run starts from
         r = compare(cs, out, progress=sys.stderr.isatty(), limits=cfg.get("limits"))
         seconds = round(time.time() - start, 1)
+        carried = carry_over(results / f"quality-{model}.json", cs, r, out) if args.carry else {}
         print(f"{model} ({seconds:.0f} s)\n{table(r['summary'], r['dense'])}", flush=True)
         for png in ("compare.png", "layers.png"):
             shutil.copy(out / png, results / f"quality-{model}-{png}")
         (results / f"quality-{model}.json").write_text(json.dumps({
-            "provenance": origin, "settings": cs.to_dict(), "limits": cfg.get("limits", {}),
+            "provenance": origin, "carried": carried, "settings": cs.to_dict(), "limits": cfg.get("limits", {}),
             "wall_seconds": seconds, "prunable": r["prunable"], "dense": r["dense"], "summary": r["summary"],
             "rows": r["rows"]}, indent=2))
         shutil.rmtree(out / "runs", ignore_errors=True)  # resumable state, not results
