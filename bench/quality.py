@@ -112,7 +112,9 @@ def main():
         values.update(overrides)
         cs = CompareSettings.from_mapping(values, f"bench setup {model}")
         model = f"{model}-{args.tag}" if args.tag else model  # the result files' name
-        out = results / f"quality-{model}"
+        # The work folder (resumable run states) is the methods' own, so that two invocations on one model
+        # (a slow method beside the others, --carry) never share or remove each other's runs.
+        out = results / (f"quality-{model}" + (f"-{'+'.join(cs.methods)}" if args.methods else ""))
         start, origin = time.time(), provenance()  # the commit and date the run starts from
         r = compare(cs, out, progress=sys.stderr.isatty(), limits=cfg.get("limits"))
         seconds = round(time.time() - start, 1)

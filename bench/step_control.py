@@ -30,6 +30,7 @@ RECIPE = ROOT / "recipes" / "prune-lenet_300_100.yaml"
 VARIANTS = {  # each named by its rules, not by whichever is the default today
     "ratio-only": {"headroom": False},  # grow only while measured/predicted holds (the default until headroom)
     "headroom": {"headroom": True},  # the default
+    "pace": {"headroom": True, "pace": True},  # also allow the measured cost per weight of the last kept steps
     "first-version": {"keep_descents": False, "unknown_last": False, "headroom": False},
 }
 

@@ -186,6 +186,8 @@ class Run:
         # predicted change is ~0 are rejected by noise alone and the run crawls at the minimum size.
         dense = st.log[0]  # the loss budget is a fraction of the dense model's acceptance loss
         budget = s.loss_budget * dense.get("accept_objective", dense["accept_loss"]) * len(removed) / self.budget_target
+        if s.pace and not swapping:  # what this many weights cost at the pace of the last kept steps
+            budget += step.pace(st.log) * len(removed)
         descent = s.keep_descents and step.is_descent(actual, stderr) and not (
             s.descent_keeps_top1 and step.top1_falls(after, self.before))
         ok = descent or step.as_predicted(actual, prediction, curvature, stderr, budget, s.tolerance)

@@ -71,6 +71,9 @@ class PruneSettings(RunSettings):
                                    "the size where its measured change would meet the allowances (chosen by "
                                    "measurement: 8-17% fewer steps on the demo, the same curve).",
                              hashed_when_set=True, legacy=False)
+    pace: bool = setting(False, "Also allow a step the measured cost per weight of the last kept steps: a step is too "
+                                "big where its cost grows faster than its size, not where it merely costs as much "
+                                "per weight as the steps before it.", hashed_when_set=True)
     unit_share: float | None = setting(None, "Largest share of one output unit's weights (a row, a conv filter) a "
                                              "step may take.", above=0, maximum=1, hashed_when_set=True)
     pattern: str | None = setting(None, "N:M, e.g. 2:4: every group of M consecutive input weights keeps at most N "

@@ -119,3 +119,22 @@ def test_a_loss_descent_that_costs_top1_is_no_descent():
     one = before_hits.clone()
     one[0] = 0
     assert not step.top1_falls(Metrics(89.8, 99.0, 0.4, n, per_sample=loss, per_correct=one), before)
+
+
+def test_pace_is_the_measured_cost_per_weight_of_the_last_kept_removals():
+    log = [{"phase": "dense", "accepted": True, "size": 0},
+           {"phase": "remove", "accepted": True, "size": 100, "actual": -0.05},  # a descent, outside the window
+           {"phase": "remove", "accepted": True, "size": 200, "actual": 0.0004},
+           {"phase": "remove", "accepted": False, "size": 600, "actual": 0.01},  # rejected steps do not count
+           {"phase": "remove", "accepted": True, "size": 100, "actual": 0.0002, "forced": True},  # nor forced ones
+           {"phase": "swap", "accepted": True, "size": 50, "actual": -0.001},  # nor swaps
+           {"phase": "remove", "accepted": True, "size": 300, "actual": 0.0003},
+           {"phase": "remove", "accepted": True, "size": 500, "actual": 0.0013}]
+    assert math.isclose(step.pace(log), (0.0004 + 0.0003 + 0.0013) / 1000)
+    assert step.pace(log[:2]) == 0.0  # descents cost nothing: never a negative allowance
+    assert step.pace(log[:1]) == 0.0
+    # A step of 675 weights costing 1.5e-6 per weight, after kept steps at 1.3e-6 per weight, fails the
+    # size-proportional allowances alone (the demo's sawtooth) and passes with the pace.
+    pace = step.pace([{"phase": "remove", "accepted": True, "size": 300, "actual": 0.00039}])
+    assert not step.as_predicted(0.001, -0.0005, 1e-5, 0.0002, 2e-4, 4.0)
+    assert step.as_predicted(0.001, -0.0005, 1e-5, 0.0002, 2e-4 + pace * 675, 4.0)
