@@ -37,6 +37,12 @@ SETUPS = {
                                "random"]),
         # Methods that collapse at 10% are not evaluated further.
         limits={"taylor": "10%", "fisher": "10%", "dloss": "10%", "wanda_row": "10%", "random": "10%"}),
+    # The classifier kept whole: every method prunes the feature extractor only (the 990 classes absent from
+    # Imagenette cannot be switched off by zeroing their classifier rows).
+    "efficientnet_lite0-noclassifier": dict(
+        settings=dict(model="efficientnet_lite0", data="imagenet:../shared/data/imagenette", exclude=["classifier.weight"],
+                      remove="30%", counts=["10%", "20%", "30%"], calib_samples=1000, accept_fraction=0.2,
+                      batch_size=50, seeds=1, eval_every=10**6, methods=["connectome", "learned", "wanda", "magnitude"])),
     "lenet_300_100": dict(settings=dict(remove="70%", points=14, seeds=3, calib_samples=10000, batch_size=250,
                                         methods=["connectome", "magnitude", "random", "taylor", "fisher", "dloss"])),
     # Lite0 at the full 2:4 pattern: one-shot methods (the loop and the learned mask cost hours on a CPU).
