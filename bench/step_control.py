@@ -31,6 +31,7 @@ VARIANTS = {  # each named by its rules, not by whichever is the default today
     "ratio-only": {"headroom": False},  # grow only while measured/predicted holds (the default until headroom)
     "headroom": {"headroom": True},  # the default
     "pace": {"headroom": True, "pace": True},  # also allow the measured cost per weight of the last kept steps
+    "learned": {"criterion": "learned", "learn_epochs": 40},  # the learned mask, then the swaps from it
     "first-version": {"keep_descents": False, "unknown_last": False, "headroom": False},
 }
 

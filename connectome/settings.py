@@ -27,7 +27,7 @@ from connectome.errors import ConnectomeError
 def setting(default: Any = MISSING, help: str = "", *, runtime: bool = False, choices: Callable[[], list] | list | None = None,
             minimum: float | None = None, maximum: float | None = None, above: float | None = None,
             below: float | None = None, argument: bool = False, path: bool = False, server: bool = True,
-            hashed_when_set: bool = False, legacy: Any = MISSING) -> Any:
+            hashed_when_set: bool = False, legacy: Any = MISSING, applies: Callable | None = None) -> Any:
     """A dataclass field that is a setting.
 
     runtime: changes no decision, so it stays out of the digest. choices: the allowed values (or a
@@ -37,10 +37,14 @@ def setting(default: Any = MISSING, help: str = "", *, runtime: bool = False, ch
     hashed_when_set: a setting added after runs were named enters the digest only at a value other than
     its default, so every earlier run keeps its digest (its folder name, and its resume). legacy: with
     hashed_when_set, the value earlier runs behaved as, where the default has since changed: the
-    setting then enters the digest at any other value, the new default included."""
+    setting then enters the digest at any other value, the new default included. applies: a function
+    of the settings, true where this one decides anything (the learned criterion's settings decide
+    nothing in a greedy run): elsewhere it stays out of the digest and of the differences a resume
+    reports."""
     meta = {"help": help, "runtime": runtime, "choices": choices, "minimum": minimum, "maximum": maximum,
             "above": above, "below": below, "argument": argument, "path": path, "server": server,
-            "hashed_when_set": hashed_when_set, "legacy": default if legacy is MISSING else legacy}
+            "hashed_when_set": hashed_when_set, "legacy": default if legacy is MISSING else legacy,
+            "applies": applies}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -212,8 +216,11 @@ class RunSettings:
     def hashed(self) -> dict:
         """The settings that decide a run's numbers."""
         values = self.to_dict()
-        return {s.name: values[s.name] for s in self.specs() if not s.meta["runtime"] and
+        return {s.name: values[s.name] for s in self.specs() if self._decides(s) and
                 not (s.meta["hashed_when_set"] and values[s.name] == s.meta["legacy"])}
+
+    def _decides(self, spec) -> bool:
+        return not spec.meta["runtime"] and (spec.meta["applies"] is None or spec.meta["applies"](self))
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.hashed(), sort_keys=True).encode()).hexdigest()
@@ -223,7 +230,7 @@ class RunSettings:
         later, absent from an older record, counts at the value such runs behaved as)."""
         values, out = self.to_dict(), []
         for spec in self.specs():
-            if spec.meta["runtime"]:
+            if not self._decides(spec):
                 continue
             theirs = spec.meta["legacy"] if spec.name not in stored and spec.meta["hashed_when_set"] else stored.get(spec.name)
             if theirs != values[spec.name]:

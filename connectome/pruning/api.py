@@ -11,8 +11,8 @@ from pathlib import Path
 from connectome.device import resolve_device
 from connectome.distributed import init_from_env, is_main
 from connectome.errors import ConnectomeError
-from connectome.io import folder_lock
-from connectome.pruning.learned import Learner
+from connectome.io import folder_lock, read_metadata
+from connectome.pruning.learned import KIND as LEARNED_KIND, Learner
 from connectome.pruning.loop import Run
 from connectome.pruning.results import write_results
 from connectome.pruning.settings import PruneSettings
@@ -43,9 +43,29 @@ def prune(s: PruneSettings, out: Path | None = None, resume: bool = False, progr
     lock = folder_lock(out, on_wait=on_wait, wait=resume) if is_main() else contextlib.nullcontext()
     with lock:
         rt = Runtime.of(s, device, progress, Runtime.convolutional(setup))
-        trainer = Learner if s.criterion == "learned" else Run  # a learned mask is trained, not grown step by step
-        run = trainer(setup, out, resume=resume, runtime=rt, on_step=on_step)
+        run = start_run(setup, out, resume, rt, on_step)
         if on_start and is_main():
             on_start(setup, run)
         run.run()
+        if isinstance(run, Learner) and s.restore_cycles:  # delete-and-restore from the learned mask
+            run = Run(setup, out, runtime=rt, on_step=on_step, start=run)
+            run.run()
         return write_results(run, command) if is_main() else None
+
+
+def start_run(setup, out: Path, resume: bool, rt: Runtime, on_step):
+    """The loop, or the learned mask's trainer (a learned mask is trained, not grown step by step);
+    a learned run whose restore cycles have begun resumes as the loop that runs them (the loop's
+    state then replaces the trainer's in the folder)."""
+    state = out / FILE
+    if setup.settings.criterion != "learned" or (resume and state.exists() and not is_learned_state(state)):
+        return Run(setup, out, resume=resume, runtime=rt, on_step=on_step)
+    return Learner(setup, out, resume=resume, runtime=rt, on_step=on_step)
+
+
+def is_learned_state(path: Path) -> bool:
+    """The folder's state is a learned-mask trainer's (an unreadable file is left to the trainer's own check)."""
+    try:
+        return read_metadata(path).get("kind") == LEARNED_KIND
+    except Exception:
+        return True

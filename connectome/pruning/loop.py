@@ -35,10 +35,12 @@ MAX_DEFERRALS = 10  # failed smallest steps in a row before one is taken regardl
 
 class Run:
     """One pruning run in a folder; `resume` continues from its last saved step. `budget_target`: the
-    count the loss budget is shared over (compare stops at several counts on the way to it)."""
+    count the loss budget is shared over (compare stops at several counts on the way to it). `start`:
+    a finished learned-mask run (connectome.pruning.learned.Learner) in the same folder, whose mask,
+    log and time this run continues from: its restore cycles swap from the learned mask."""
 
     def __init__(self, setup: Setup, out: Path, resume: bool = False, runtime: Runtime | None = None,
-                 on_step=None, budget_target: int | None = None):
+                 on_step=None, budget_target: int | None = None, start=None):
         self.setup, self.s, self.out = setup, setup.settings, Path(out)
         self.rt = runtime or Runtime(device=setup.device)
         self.on_step = on_step
@@ -49,7 +51,9 @@ class Run:
         # place, which the compiled code reads as inputs (no weights are frozen into it).
         compile_ = self.rt.compile
         self.module = torch.compile(module, **({} if compile_ is True else {"backend": compile_})) if compile_ else module
-        self.criterion = criteria.get(self.s.criterion, z=self.s.confidence)
+        # A learned mask has no per-weight score: its swaps delete by the default greedy criterion.
+        name = "connectome" if self.s.criterion == "learned" else self.s.criterion
+        self.criterion = criteria.get(name, z=self.s.confidence)
         self.budget_target = budget_target or setup.target
         self.flat = setup.flat
         self.prunable = self.flat.prunable()
@@ -57,7 +61,11 @@ class Run:
         self.before: Metrics | None = None  # acceptance metrics of the current mask, per sample
         state_file = self.out / FILE
         barrier()  # under torchrun, rank 0 holds the folder's lock by now: every rank reads the state it will continue
-        if state_file.exists():
+        if start is not None:  # the learned mask at its target (its state file is replaced at the first step)
+            self.flat.load_mask(start.flat.to_mask())
+            self.flat.write()
+            self.state.log, self.state.elapsed = list(start.log), start.elapsed
+        elif state_file.exists():
             if not resume:
                 raise ConnectomeError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
             self.state, mask = LoopState.load(state_file, self.s)

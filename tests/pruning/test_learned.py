@@ -112,10 +112,18 @@ def test_prune_cli_writes_a_run_that_verify_accepts(tmp_path):
 def test_greedy_loop_cannot_rank_by_learned_and_settings_keep_digests():
     with pytest.raises(ConnectomeError, match="no per-weight score"):
         criteria.get("learned").scores("w", torch.ones(3), None, torch.Generator())
-    plain = PruneSettings(model="lenet_300_100", remove="50%")
-    assert plain.digest() == PruneSettings(model="lenet_300_100", remove="50%", learn_lr=1e-4, learn_epochs=10,
-                                           learn_points=10).digest()
-    assert plain.digest() != PruneSettings(model="lenet_300_100", remove="50%", learn_lr=1e-3).digest()
+    learned = dict(model="lenet_300_100", remove="50%", criterion="learned")
+    plain = PruneSettings(**learned)
+    assert plain.digest() == PruneSettings(**learned, learn_lr=1e-4, learn_epochs=40.0, learn_points=10).digest()
+    assert plain.digest() != PruneSettings(**learned, learn_lr=1e-3).digest()
+    # Runs learned before the default became 40 epochs were named without the setting, and still are.
+    before = PruneSettings(**learned, learn_epochs=10.0)
+    assert "learn_epochs" not in before.hashed() and "learn_epochs" in plain.hashed()
+    # The learned settings decide nothing in a greedy run: they stay out of its name and its resume checks.
+    greedy = PruneSettings(model="lenet_300_100", remove="50%", criterion="connectome")
+    assert greedy.digest() == PruneSettings(model="lenet_300_100", remove="50%", criterion="connectome",
+                                            learn_lr=1e-3, learn_epochs=3).digest()
+    assert greedy.diff({**greedy.to_dict(), "learn_lr": 1e-3}) == []
 
 
 def test_compare_runs_learned_through_its_grid(tmp_path):
