@@ -16,9 +16,20 @@ The state (scores, Adam's moments, the position in the schedule and in the data 
 written atomically to the run folder every CHUNK batches and at every count, and the data order is a
 function of the seed alone, so a resumed run ends at the same mask as an uninterrupted one.
 
-One process only (the scores' gradients are not all-reduced across torchrun ranks), and --compile is
-not applied to the training passes: their weights are new tensors every batch, which a compiled
-module would take as new inputs anyway; evaluation runs the plain module as written by FlatWeights.
+Under torchrun every rank draws the same batches (the stream depends on the seed alone) and trains on
+its slice of each (samples rank, rank+world, ...): its loss is the sum of its samples' losses over the
+whole batch's size, and the scores' gradients and the training loss are all-reduced (summed), so every
+rank holds the gradient of the full batch's mean loss, Adam takes the same step everywhere and the
+scores stay identical across ranks. Evaluation deals the batches to the ranks as the loop's does; rank 0
+alone writes the state file and log.jsonl, the others keep the same state in memory. One process
+computes exactly what it always did (the batch's mean loss, nothing reduced); the ranks' sums are
+added in another order than one process adds them, so their scores agree with one process's to float
+rounding (~1e-7 relative), not to the bit, and a weight whose score ties the count's threshold within
+that may fall on the other side of it.
+
+--compile is not applied to the training passes: their weights are new tensors every batch, which a
+compiled module would take as new inputs anyway; evaluation runs the plain module as written by
+FlatWeights.
 """
 
 import json
@@ -37,7 +48,7 @@ from tqdm.auto import tqdm
 
 from connectome.data import batches
 from connectome.data.tensors import ImageTensors
-from connectome.distributed import rank_and_size
+from connectome.distributed import all_reduce_, barrier, is_main, rank_and_size
 from connectome.errors import ConnectomeError
 from connectome.evaluate import Metrics, evaluate
 from connectome.io import read_metadata, save_state, write_text
@@ -81,8 +92,6 @@ class Learner:
 
     def __init__(self, setup: Setup, out: Path, resume: bool = False, runtime: Runtime | None = None,
                  on_step=None, counts: list[int] | None = None, chunk: int = CHUNK, init: str = INIT):
-        if rank_and_size()[1] > 1:  # the scores' gradients are not all-reduced: ranks would drift apart
-            raise ConnectomeError("the learned criterion runs in one process: start it without torchrun")
         self.setup, self.s, self.out = setup, setup.settings, Path(out)
         self.rt = runtime or Runtime(device=setup.device)
         self.on_step, self.chunk = on_step, max(1, int(chunk))
@@ -107,6 +116,7 @@ class Learner:
         self.pos = {"point": 0, "batch": 0, "train_sum": 0.0, "train_n": 0, "elapsed": 0.0}
         self.log: list[dict] = []
         state_file = self.out / FILE
+        barrier()  # under torchrun, rank 0 holds the folder's lock by now: every rank reads the state it will continue
         if state_file.exists():
             if not resume:
                 raise ConnectomeError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
@@ -134,7 +144,13 @@ class Learner:
         return mask
 
     def _loss(self, x, y, k: int) -> torch.Tensor:
+        """The batch's mean loss; under torchrun, this rank's share of it: the sum of the losses of its
+        slice of the batch over the whole batch's size (the ranks' shares add up to the mean)."""
         flat = self.flat
+        rank, world = rank_and_size()
+        n = len(y)
+        if world > 1:
+            x, y = x[rank::world], y[rank::world]
         # Straight-through: the value is the hard mask exactly (s - s.detach() is 0.0), the derivative
         # with respect to the scores is 1, so d loss/d score = w * d loss/d (masked w).
         ste = self.hard_mask(k).to(self.scores.dtype) + self.scores - self.scores.detach()
@@ -146,6 +162,8 @@ class Learner:
         with torch.autocast(device_type=torch.device(self.setup.device).type, dtype=rt.autocast_dtype,
                             enabled=rt.autocast_dtype is not None):
             logits = functional_call(self.module, flat.split(masked), (x,))
+        if world > 1:
+            return F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=self.s.label_smoothing) / n
         return F.cross_entropy(logits.float(), y, label_smoothing=self.s.label_smoothing)
 
     # --- data: a deterministic stream of batches, from any position ---------------------------------
@@ -191,7 +209,7 @@ class Learner:
             raise ConnectomeError(f"{target:,} is not a count of the learned schedule {self.counts}")
         pos = self.pos
         start = time.time() - pos["elapsed"]
-        if self.log:  # a resumed run: the readable log restarts from the state's
+        if is_main() and self.log:  # a resumed run: the readable log restarts from the state's
             write_text(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.log))
         if not self.log:  # the dense model: first point of the curve
             self.flat.reset()
@@ -200,7 +218,7 @@ class Learner:
                           **acc.as_dict("accept_"), **ev.as_dict("eval_")}, start)
         last = self.counts.index(target)
         bar = tqdm(total=self._span(last)[1], initial=pos["batch"], desc="learned mask", unit="batch",
-                   disable=not self.rt.progress)
+                   disable=not self.rt.progress or not is_main())
         stream, chunks = None, 0
         while pos["point"] <= last:
             i = pos["point"]
@@ -212,6 +230,11 @@ class Learner:
                 self.opt.zero_grad(set_to_none=True)
                 loss = self._loss(x, y, k)
                 loss.backward()
+                if rank_and_size()[1] > 1:  # the full batch's gradient and loss on every rank: the same step
+                    if self.scores.grad is None:  # a rank whose slice is empty (a batch smaller than the world)
+                        self.scores.grad = torch.zeros_like(self.scores)
+                    loss = loss.detach().clone()
+                    all_reduce_(self.scores.grad, loss)
                 self.opt.step()
                 pos["batch"] += 1
                 pos["train_sum"] += float(loss.detach())
@@ -219,7 +242,8 @@ class Learner:
                 bar.update(1)
                 if pos["batch"] % self.chunk == 0 and pos["batch"] < end:
                     pos["elapsed"] = time.time() - start
-                    self._save()
+                    if is_main():
+                        self._save()
                     chunks += 1
                     if max_chunks is not None and chunks >= max_chunks:
                         bar.close()
@@ -242,11 +266,12 @@ class Learner:
         self.pos["elapsed"] = time.time() - start
         row = {**row, "seconds": round(self.pos["elapsed"], 2)}
         self.log.append(row)
-        self._save()
-        with open(self.out / "log.jsonl", "a") as f:  # to follow a long run with `tail -f`
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if is_main():  # every rank holds the same state; one writes it
+            self._save()
+            with open(self.out / "log.jsonl", "a") as f:  # to follow a long run with `tail -f`
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
         if self.on_step:
             self.on_step(row)
 
