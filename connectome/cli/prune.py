@@ -40,7 +40,8 @@ def prune(recipe, job, out, resume, quiet, **params):
     r = manifest["result"]
     d, f = r["dense"], r["final"]
     folder = out or s.default_out()
-    click.echo(f"removed {r['removed']:,} weights in {r['accepted_steps']} steps ({r['seconds']:.0f} s)\n"
+    unit = "counts" if s.criterion == "learned" and not s.restore_cycles else "steps"  # a learned mask's curve
+    click.echo(f"removed {r['removed']:,} weights in {r['accepted_steps']} {unit} ({r['seconds']:.0f} s)\n"
                f"  dense : top-1 {d['top1']:.2f}%  top-5 {d['top5']:.2f}%  loss {d['loss']:.4f}\n"
                f"  pruned: top-1 {f['top1']:.2f}%  top-5 {f['top5']:.2f}%  loss {f['loss']:.4f}\n"
                f"  {folder}/model.safetensors, mask.safetensors, curve.csv, curve.png, manifest.json")

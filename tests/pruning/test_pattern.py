@@ -68,9 +68,10 @@ def test_base_zeros_count_toward_a_group():
     assert Pattern(2, 4).holds({"w": w}) == ["w"]
 
 
-@pytest.mark.parametrize("how", [["--criterion", "magnitude"], ["--restore-cycles", "2", "--min-step", "0.02", "--step", "0.05", "--max-step", "0.2"],
+@pytest.mark.parametrize("how", [["--criterion", "magnitude"], ["--criterion", "connectome", "--restore-cycles", "2", "--min-step", "0.02", "--step", "0.05",
+                                  "--max-step", "0.2"],
                                  ["--criterion", "learned", "--learn-epochs", "0.5", "--learn-points", "2"]],
-                         ids=["magnitude", "default-with-swaps", "learned"])
+                         ids=["magnitude", "loop-with-swaps", "learned"])
 def test_prune_with_pattern_gives_2_of_4_and_verifies(tmp_path, how):
     out = tmp_path / "run"
     r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--pattern", "2:4", "--remove", "50%", "--out", str(out),

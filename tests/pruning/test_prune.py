@@ -44,7 +44,7 @@ def test_run_folder_and_exact_count(finished_run):
         assert (finished_run / name).is_file(), name
     assert (finished_run / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = read_metadata(finished_run / "model.safetensors")
-    assert meta["removed"] == "12345" and meta["base_model"] == "lenet_300_100" and meta["criterion"] == "connectome"
+    assert meta["removed"] == "12345" and meta["base_model"] == "lenet_300_100" and meta["criterion"] == "learned"
     mask = Mask.load(finished_run / "mask.safetensors")
     assert mask.removed() == 12345
     manifest = json.loads((finished_run / "manifest.json").read_text())
@@ -155,11 +155,24 @@ def test_refuses_to_overwrite_without_resume(finished_run):
     assert r.exit_code == 2 and "--resume" in r.output
 
 
-def test_kill_9_and_resume_gives_the_same_mask(tmp_path, finished_run):
-    """A run killed mid-way and resumed ends with the mask of an uninterrupted run."""
+@pytest.fixture(scope="module")
+def finished_loop(tmp_path_factory):
+    """The same run with the greedy loop instead of the default learned mask."""
+    out = tmp_path_factory.mktemp("loop")
+    r = run_cli("prune", "lenet_300_100", "--remove", "12345", "--out", str(out), "--eval-every", "2",
+                "--criterion", "connectome", *FAST)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.mark.parametrize("criterion", ["learned", "connectome"])
+def test_kill_9_and_resume_gives_the_same_mask(tmp_path, criterion, request):
+    """A run killed mid-way and resumed ends with the mask of an uninterrupted run: the default (the
+    learned mask, killed between its counts) and the greedy loop (killed between its steps)."""
+    finished_run = request.getfixturevalue("finished_run" if criterion == "learned" else "finished_loop")
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "connectome", "prune", "lenet_300_100", "--remove", "12345",
-           "--out", str(out), "--eval-every", "2", *FAST]
+           "--out", str(out), "--eval-every", "2", "--criterion", criterion, *FAST]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "state.safetensors"
     deadline = time.time() + 120
