@@ -7,7 +7,11 @@ from connectome.pruning.mask import Mask
 from connectome.pruning.settings import PruneSettings
 from connectome.recipes import load_recipe
 
-DEMO_MASK = "3dd83e52c420cecfb2c14a25b9317569615767d11a48eeb3c2f5e26206d59e37"
+# The same code (9c33d8c) gives one of these on the machines it ran on: the CPU's float kernels sum in
+# another order on some hosts, and a greedy loop's later choices follow its earlier ones. Any change of
+# the first version's decisions gives neither.
+DEMO_MASKS = {"3dd83e52c420cecfb2c14a25b9317569615767d11a48eeb3c2f5e26206d59e37",  # where it was recorded
+              "e007c8488e6c94599c7f3d663091a78aadcd48e6b8c820b16b4f32f34ae56566"}  # 2026-12-02's host, both at 9c33d8c
 
 
 def test_demo_recipe_gives_the_recorded_mask(tmp_path):
@@ -15,7 +19,7 @@ def test_demo_recipe_gives_the_recorded_mask(tmp_path):
                                     "criterion": "connectome", "keep_descents": False, "unknown_last": False})
     manifest = prune(s, tmp_path / "demo", progress=False)
     assert manifest["result"]["removed"] == 133_100
-    assert Mask.load(tmp_path / "demo" / "mask.safetensors").digest() == DEMO_MASK
+    assert Mask.load(tmp_path / "demo" / "mask.safetensors").digest() in DEMO_MASKS
 
 
 def test_demo_recipe_with_the_default_criterion_removes_half_and_lowers_the_loss(tmp_path):
