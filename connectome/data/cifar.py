@@ -1,5 +1,6 @@
 """CIFAR-10 from its binary release (read without unpickling anything; the python release is
-pickles), from a local folder or downloaded into the cache; held in memory as ImageTensors."""
+pickles), from a local folder or downloaded into the cache; or from an image-folder copy or a .tar.gz
+of one (connectome.data.cifar_cache); held in memory as ImageTensors."""
 
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def _cifar_folder(root: Path) -> Path | None:
 
 
 def cifar10(path: str | None) -> Splits:
+    if path:
+        from connectome.data.cifar_files import is_archive, is_image_folder
+        if is_archive(Path(path)) or is_image_folder(Path(path)):
+            from connectome.data.cifar_cache import cifar10_images
+            return cifar10_images(path)
     root = Path(path) if path else paths.CACHE / "cifar10"
     folder = _cifar_folder(root)
     if folder is None and path is None:
@@ -44,6 +50,7 @@ def cifar10(path: str | None) -> Splits:
                                   f"({reason(e)}): extract it into {root} or pass --data cifar10:/path") from None
         folder = _cifar_folder(root)
     if folder is None:
-        raise ConnectomeError(f"{root} holds no CIFAR-10 binary batches (data_batch_1.bin ... test_batch.bin)")
+        raise ConnectomeError(f"{root} holds no CIFAR-10 binary batches (data_batch_1.bin ... test_batch.bin), "
+                              f"no train/ and test/ image folders and is no .tar.gz of them")
     train = _read_cifar_bin([folder / f"data_batch_{i}.bin" for i in range(1, 6)])
     return Splits(train, _read_cifar_bin([folder / "test_batch.bin"]), 10, "cifar10")
