@@ -3,7 +3,7 @@ Splits, seeded subsets of them and batches.
 
     specs      load_dataset: a spec resolved to Splits
     tensors    ImageTensors (uint8 images in memory) and Normalization (to floats, as torchvision does)
-    splits     Splits, subset, batches, default_workers
+    splits     Splits, subset, batches, default_workers, labels_of
     mnist      MNIST and Fashion-MNIST from IDX files;  cifar  CIFAR-10's binary release
     folders    image folders: folder:PATH (0..N-1), imagenet:PATH (wnid folders, ImageNet-1k indices)
     paths      the download cache and Debian's Fashion-MNIST
@@ -12,7 +12,7 @@ Splits, seeded subsets of them and batches.
 """
 
 from connectome.data.specs import KINDS, load_dataset
-from connectome.data.splits import Splits, batches, default_workers, subset
+from connectome.data.splits import Splits, batches, default_workers, labels_of, subset
 from connectome.data.tensors import ImageTensors, Normalization
 
-__all__ = ["load_dataset", "subset", "batches", "Splits", "ImageTensors", "Normalization", "default_workers", "KINDS"]
+__all__ = ["load_dataset", "subset", "batches", "Splits", "ImageTensors", "Normalization", "default_workers", "labels_of", "KINDS"]

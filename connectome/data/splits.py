@@ -30,6 +30,18 @@ def subset(dataset: Dataset, n: int | None, seed: int, skip: int = 0) -> Dataset
     return dataset.subset(idx) if isinstance(dataset, ImageTensors) else Subset(dataset, idx.tolist())
 
 
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    """Every sample's label, read without decoding an image (in-memory tensors, image folders and
+    subsets of either)."""
+    if isinstance(dataset, ImageTensors):
+        return dataset.labels
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    if hasattr(dataset, "targets"):  # torchvision's ImageFolder and its kin
+        return torch.as_tensor(dataset.targets, dtype=torch.long)
+    return torch.as_tensor([y for _, y in dataset], dtype=torch.long)
+
+
 def batches(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, workers: int = 0,
             shard: tuple[int, int] = (0, 1), device=None):
     """Yield (images, labels) batches; in-memory datasets are sliced without a per-sample loop.

@@ -52,8 +52,9 @@ def one_shot(setup, method: str, stats, counts: list[int], seed: int, rt: Runtim
         flat.write()
         m = evaluate(setup.loaded.module, setup.evaluation, setup.settings.batch_size, setup.device,
                      autocast_dtype=rt.autocast_dtype, workers=rt.workers_for(setup.evaluation),
-                     channels_last=rt.channels_last)
-        rows.append({"method": method, "seed": seed, "removed": k, "top1": m.top1, "top5": m.top5, "loss": m.loss})
+                     channels_last=rt.channels_last, classes=setup.present)
+        rows.append({"method": method, "seed": seed, "removed": k, "top1": m.top1, "top5": m.top5, "loss": m.loss,
+                     **({"top1_present": m.top1_present} if m.top1_present is not None else {})})
     per_layer = flat.to_mask().per_layer_removed_fraction()
     flat.reset()
     return rows, per_layer
@@ -73,7 +74,8 @@ def iterative(setup, method: str, counts: list[int], seed: int, out: Path, rt: R
         run.run(target=k)
         last = run.log[-1]
         rows.append({"method": method, "seed": seed, "removed": flat.removed(), "top1": last["eval_top1"],
-                     "top5": last["eval_top5"], "loss": last["eval_loss"]})
+                     "top5": last["eval_top5"], "loss": last["eval_loss"],
+                     **({"top1_present": last["eval_top1_present"]} if "eval_top1_present" in last else {})})
     per_layer = flat.to_mask().per_layer_removed_fraction()
     flat.reset()
     return rows, per_layer
@@ -101,8 +103,9 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
         if evaluation is None:  # every seed and method is evaluated on the first seed's images
             evaluation = setup.evaluation
             d = evaluate(setup.loaded.module, evaluation, cs.batch_size, device, autocast_dtype=rt.autocast_dtype,
-                         workers=rt.workers_for(evaluation), channels_last=rt.channels_last)
-            dense = {"top1": d.top1, "top5": d.top5, "loss": d.loss, "samples": d.samples}
+                         workers=rt.workers_for(evaluation), channels_last=rt.channels_last, classes=setup.present)
+            dense = {"top1": d.top1, "top5": d.top5, "loss": d.loss, "samples": d.samples,
+                     **({"top1_present": d.top1_present} if d.top1_present is not None else {})}
         setup = replace(setup, evaluation=evaluation)
         counts = grid(setup.target, cs.points) if not cs.counts else sorted(
             {min(parse_count(c, setup.flat.prunable()), setup.target) for c in cs.counts})
@@ -162,7 +165,8 @@ def write_outputs(out: Path, rows, layers, dense, summary, base: CompareSettings
     from connectome.plots import figure, grid
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, ["method", "seed", "removed", "top1", "top5", "loss"])
+    w = csv.DictWriter(buf, ["method", "seed", "removed", "top1", "top5", "loss"]
+                       + (["top1_present"] if any("top1_present" in r for r in rows) else []))
     w.writeheader()
     w.writerows(rows)
     write_text(out / "compare.csv", buf.getvalue())

@@ -47,6 +47,7 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from connectome.data import batches
+from connectome.data.augment import TrainingViews
 from connectome.data.tensors import ImageTensors
 from connectome.distributed import all_reduce_, barrier, is_main, rank_and_size
 from connectome.errors import ConnectomeError
@@ -114,6 +115,17 @@ class Learner:
         # Position: counts recorded so far, batches trained so far (over the whole schedule), and the
         # sums of the current count's training objective.
         self.pos = {"point": 0, "batch": 0, "train_sum": 0.0, "train_n": 0, "elapsed": 0.0}
+        # --learn-select: the current count's best acceptance so far (loss, top-1), the batch of its last
+        # check, and the checks since it last improved. The best scores themselves are `self.best`.
+        self.select = self.s.learn_select
+        self.every = max(1, round(self.s.learn_check * self.per_epoch))  # batches between two checks
+        augment = self.s.learn_augment
+        if augment is None:  # photographs at full size; small digit and CIFAR tensors are trained without crops
+            augment = setup.splits.name in ("imagenet", "folder")
+        self.views = TrainingViews() if augment else None
+        if self.select:
+            self.pos.update(best=None, checked=-1, since=0, trail=[])
+        self.best: torch.Tensor | None = None
         self.log: list[dict] = []
         state_file = self.out / FILE
         barrier()  # under torchrun, rank 0 holds the folder's lock by now: every rank reads the state it will continue
@@ -173,11 +185,15 @@ class Learner:
         decision split seeded by (seed, epoch): the same batches whatever batch a run resumes at."""
         data, bs = self.setup.decision, self.s.batch_size
         epoch, skip = divmod(start, self.per_epoch)
+        b = start  # the absolute index of the next batch
         while True:
             gen = torch.Generator().manual_seed(self.s.seed * 1_000_003 + epoch)
             rest = torch.randperm(len(data), generator=gen)[skip * bs:]
             part = data.subset(rest) if isinstance(data, ImageTensors) else Subset(data, rest.tolist())
             for x, y in batches(part, bs, workers=self.rt.workers_for(data), device=self.setup.device):
+                if self.views is not None:  # the views of batch b depend on (seed, b) alone
+                    x = self.views(x, self.s.seed * 1_000_003 + b)
+                b += 1
                 if self.rt.channels_last and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 yield x, y
@@ -194,7 +210,32 @@ class Learner:
         rt = self.rt
         return evaluate(self.module, dataset, self.s.batch_size, self.setup.device, progress=rt.progress, desc=desc,
                         autocast_dtype=rt.autocast_dtype, label_smoothing=self.s.label_smoothing,
-                        workers=rt.workers_for(dataset), channels_last=rt.channels_last)
+                        workers=rt.workers_for(dataset), channels_last=rt.channels_last,
+                        classes=self.setup.classes_of(dataset))
+
+    def _due(self, point: int) -> bool:
+        """An acceptance check is due at the count's first batch and every `every` batches after it."""
+        first = self._span(point)[0]
+        b = self.pos["batch"]
+        return b > self.pos["checked"] and (b - first) % self.every == 0
+
+    def _check(self, k: int) -> None:
+        """The current scores' mask at k on the acceptance split; kept as the count's best where neither
+        its loss nor its top-1 is worse and one is better (a lower loss bought with fewer correct images
+        is how memorising the decision split shows); otherwise one more check without improvement."""
+        pos = self.pos
+        self._apply(k)
+        m = self._eval(self.setup.accept, "acceptance check")
+        pos["trail"].append([pos["batch"], round(m.loss, 5), round(m.top1, 3)])  # logged with the count
+        best = pos["best"]
+        if best is None or (m.loss <= best[0] and m.top1 >= best[1] and (m.loss, m.top1) != tuple(best)):
+            pos.update(best=[m.loss, m.top1], since=0)
+            self.best = self.scores.detach().clone()
+        else:
+            pos["since"] += 1
+        pos["checked"] = pos["batch"]
+        if is_main():
+            self._save()
 
     def _apply(self, k: int) -> None:
         """The count's hard mask into the model (what is evaluated, and written as the result)."""
@@ -225,6 +266,13 @@ class Learner:
             k = self.counts[i]
             end = self._span(i)[1]
             while pos["batch"] < end:
+                if self.select and self._due(i):
+                    self._check(k)
+                if self.select and pos["since"] >= self.s.learn_patience:  # acceptance stopped improving:
+                    pos.update(batch=end, checked=end)  # the rest of the count's share is skipped
+                    stream = None
+                    bar.update(end - bar.n)
+                    break
                 stream = stream or self._stream(pos["batch"])
                 x, y = next(stream)
                 self.opt.zero_grad(set_to_none=True)
@@ -248,13 +296,23 @@ class Learner:
                     if max_chunks is not None and chunks >= max_chunks:
                         bar.close()
                         return self.log
+            if self.select:
+                if pos["checked"] < end:  # the scores at the end of the share are a candidate too
+                    self._check(k)
+                with torch.no_grad():
+                    self.scores.copy_(self.best)  # the next count starts from this count's best
             self._apply(k)
             acc, ev = self._eval(self.setup.accept, "acceptance"), self._eval(self.setup.evaluation, "evaluation")
             prev = self.counts[i - 1] if i else 0
             train = pos["train_sum"] / pos["train_n"] if pos["train_n"] else None
+            trained = pos["train_n"]  # fewer than the count's share where acceptance stopped it
             pos.update(point=i + 1, train_sum=0.0, train_n=0)
+            trail = pos.get("trail")
+            if self.select:
+                pos.update(best=None, checked=-1, since=0, trail=[])
             self._record({"step": i + 1, "phase": "learned", "accepted": True, "removed": self.flat.removed(),
-                          "restored": 0, "size": k - prev, "batches": end - self._span(i)[0], "train_loss": train,
+                          "restored": 0, "size": k - prev, "batches": trained, "train_loss": train,
+                          **({"checks": trail} if trail else {}),
                           **acc.as_dict("accept_"), **ev.as_dict("eval_")}, start)
             bar.set_postfix(removed=k, top1=f"{acc.top1:.2f}", loss=f"{acc.loss:.4f}")
         bar.close()
@@ -280,6 +338,8 @@ class Learner:
     def _save(self) -> None:
         adam = self.opt.state.get(self.scores, {})
         tensors = {"scores": self.scores.detach()}
+        if self.best is not None:
+            tensors["best_scores"] = self.best
         if adam:
             tensors.update(exp_avg=adam["exp_avg"], exp_avg_sq=adam["exp_avg_sq"],
                            adam_step=torch.as_tensor(adam["step"], dtype=torch.float32).reshape(1))
@@ -309,11 +369,13 @@ class Learner:
         loop = json.loads(meta["loop"])
         if loop["counts"] != self.counts:
             raise ConnectomeError(f"{path}: the run was started with the counts {loop['counts']}, not {self.counts}")
-        self.pos = {k: loop[k] for k in self.pos}
+        self.pos = {k: loop.get(k, v) for k, v in self.pos.items()}  # keys added since the state was written: their start values
         self.log = json.loads(meta["log"])
         device = self.scores.device
         with torch.no_grad():
             self.scores.copy_(tensors["scores"].to(device))
+        if "best_scores" in tensors:
+            self.best = tensors["best_scores"].to(device)
         if "exp_avg" in tensors:
             sd = self.opt.state_dict()
             sd["state"] = {0: {"step": tensors["adam_step"].reshape(()), "exp_avg": tensors["exp_avg"].to(device),

@@ -93,7 +93,8 @@ class Run:
         return evaluate(self.module, dataset, self.s.batch_size, self.setup.device,
                         progress=rt.progress, desc=desc, autocast_dtype=rt.autocast_dtype,
                         label_smoothing=self.s.label_smoothing, keep_per_sample=keep_per_sample,
-                        workers=rt.workers_for(dataset), channels_last=rt.channels_last)
+                        workers=rt.workers_for(dataset), channels_last=rt.channels_last,
+                        classes=self.setup.classes_of(dataset))
 
     def _stats(self):
         rt = self.rt

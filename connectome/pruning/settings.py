@@ -4,6 +4,7 @@ Defaults were chosen by measurement on the reference models; those marked "(no e
 their default. Runtime settings change no decision: a run may resume with other values.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,14 +87,30 @@ class PruneSettings(RunSettings):
     pattern: str | None = setting(None, "N:M, e.g. 2:4: every group of M consecutive input weights keeps at most N "
                                         "(what sparse tensor cores run); only layers whose rows divide into groups take "
                                         "part, and --remove counts their weights (2:4 is 50%).", hashed_when_set=True)
-    learn_lr: float = setting(1e-4, "Adam learning rate of the learned criterion's scores.", above=0,
+    # At most 1: one Adam step of that size already moves a score past the magnitude of any weight of a
+    # trained network (scores start at |w|), and far larger rates overflow the float32 scores.
+    learn_lr: float = setting(1e-4, "Adam learning rate of the learned criterion's scores.", above=0, maximum=1,
                               hashed_when_set=True, applies=_learns)
-    learn_epochs: float = setting(40.0, "Epochs over the decision split the learned criterion trains, shared by "
+    learn_epochs: float = setting(10.0, "Epochs over the decision split the learned criterion trains, shared by "
                                         "the counts of its schedule (chosen by measurement: on LeNet-300-100 40 "
                                         "lowered the loss at every count against 10).", above=0,
-                                  hashed_when_set=True, applies=_learns, legacy=10.0)
+                                  maximum=1000, hashed_when_set=True, applies=_learns, legacy=10.0)
     learn_points: int = setting(10, "Counts the learned criterion trains in turn up to --remove (its curve's "
                                     "points; compare trains its grid).", minimum=1, hashed_when_set=True, applies=_learns)
+    learn_select: bool = setting(True, "Judge the learned mask on the acceptance split it never trains on: keep, per "
+                                       "count, the scores whose acceptance loss and top-1 are best (the count's "
+                                       "starting scores among them), and stop a count's training once acceptance "
+                                       "stops improving (off: the last scores, trained for the whole share).",
+                                 hashed_when_set=True, applies=_learns, legacy=False)
+    learn_check: float = setting(0.5, "Epochs between two acceptance checks of --learn-select.", above=0,
+                                 maximum=1000, hashed_when_set=True, applies=_learns)
+    learn_patience: int = setting(2, "Acceptance checks without improvement that end a count's training.",
+                                  minimum=1, maximum=1000, hashed_when_set=True, applies=_learns)
+    learn_augment: bool | None = setting(None, "Train the learned mask on random resized crops and flips of the "
+                                                "decision images (torchvision's RandomResizedCrop defaults), the views "
+                                                "ImageNet classifiers are trained on [default: on for image folders, "
+                                                "off for MNIST and CIFAR tensors].", hashed_when_set=True,
+                                         applies=_learns, legacy=False)
     # Runtime: how the run is computed, not what it decides.
     eval_every: int = setting(5, "Evaluate on the evaluation split every this many accepted steps.", minimum=1,
                               runtime=True)
@@ -102,8 +119,10 @@ class PruneSettings(RunSettings):
     channels_last: bool | None = setting(None, "channels_last memory format for model and batches "
                                                "[default: on for CUDA, and on CPU for networks with convolutions].", runtime=True)
     compile: bool = setting(False, "torch.compile the model used for statistics and evaluation.", runtime=True)
+    # More workers than cores only adds processes that wait for one.
     workers: int | None = setting(None, "DataLoader workers [default: 0 for in-memory datasets, a share of the "
-                                        "cores for image folders].", minimum=0, runtime=True)
+                                        "cores for image folders].", minimum=0, maximum=os.cpu_count() or 1,
+                                  runtime=True)
     cache_calib: str | None = setting(None, "Decode the calibration and evaluation images of an image folder once "
                                             "into uint8 tensor files in this folder.", runtime=True, path=True)
 

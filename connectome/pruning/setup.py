@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from connectome.data import Splits, default_workers, load_dataset, subset
+from connectome.data import Splits, default_workers, labels_of, load_dataset, subset
 from connectome.errors import ConnectomeError
 from connectome.models.load import LoadedModel, load_model, state_sha256
 from connectome.pruning.flat import FlatWeights, prunable_parameters
@@ -30,6 +30,11 @@ class Setup:
     base_sha256: str
     device: str
     pattern: Pattern | None = None  # N:M: how many weights each group may lose
+    present: torch.Tensor | None = None  # the classes the evaluation split holds, where it holds fewer than all
+
+    def classes_of(self, dataset) -> torch.Tensor | None:
+        """What `evaluate(classes=...)` takes for `dataset`: the present classes for the evaluation split."""
+        return self.present if dataset is self.evaluation else None
 
 
 @dataclass
@@ -96,10 +101,14 @@ def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
         raise ConnectomeError(f"--remove {s.remove} ({target:,}) is more than the {pattern} pattern removes "
                               f"({full:,}, {100 * full / flat.prunable():.1f}% of the {flat.prunable():,} weights in "
                               f"its layers)")
+    if s.criterion == "learned" and s.learn_points > max(1, target):  # each count removes one weight at least
+        raise ConnectomeError(f"--learn-points {s.learn_points:,} is more than the {target:,} weights to remove")
     base_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    evaluation = subset(splits.test, s.eval_samples, s.seed) if s.eval_samples else splits.test
+    present = labels_of(evaluation).unique()
     return Setup(
         settings=s, loaded=loaded, splits=splits, flat=flat, target=target,
         decision=subset(splits.train, n_decide, s.seed),
         accept=subset(splits.train, n_accept, s.seed, skip=n_decide),
-        evaluation=subset(splits.test, s.eval_samples, s.seed) if s.eval_samples else splits.test,
-        base_state=base_state, base_sha256=state_sha256(base_state), device=device, pattern=pattern)
+        evaluation=evaluation, base_state=base_state, base_sha256=state_sha256(base_state), device=device,
+        pattern=pattern, present=present if len(present) < splits.num_classes else None)

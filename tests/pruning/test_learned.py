@@ -114,11 +114,14 @@ def test_greedy_loop_cannot_rank_by_learned_and_settings_keep_digests():
         criteria.get("learned").scores("w", torch.ones(3), None, torch.Generator())
     learned = dict(model="lenet_300_100", remove="50%", criterion="learned")
     plain = PruneSettings(**learned)
-    assert plain.digest() == PruneSettings(**learned, learn_lr=1e-4, learn_epochs=40.0, learn_points=10).digest()
+    assert plain.digest() == PruneSettings(**learned, learn_lr=1e-4, learn_epochs=10.0, learn_points=10).digest()
     assert plain.digest() != PruneSettings(**learned, learn_lr=1e-3).digest()
-    # Runs learned before the default became 40 epochs were named without the setting, and still are.
-    before = PruneSettings(**learned, learn_epochs=10.0)
-    assert "learn_epochs" not in before.hashed() and "learn_epochs" in plain.hashed()
+    # Runs learned at 10 epochs before the setting existed were named without it, and still are; 40 (the
+    # default for a while) enters the name.
+    assert "learn_epochs" not in plain.hashed() and "learn_epochs" in PruneSettings(**learned, learn_epochs=40.0).hashed()
+    # Selection on acceptance is the default now: a run named before it (no learn_select) is another run.
+    assert plain.hashed()["learn_select"] is True
+    assert "learn_select" not in PruneSettings(**learned, learn_select=False).hashed()
     # The learned settings decide nothing in a greedy run: they stay out of its name and its resume checks.
     greedy = PruneSettings(model="lenet_300_100", remove="50%", criterion="connectome")
     assert greedy.digest() == PruneSettings(model="lenet_300_100", remove="50%", criterion="connectome",
@@ -135,3 +138,56 @@ def test_compare_runs_learned_through_its_grid(tmp_path):
     learned = [r for r in result["rows"] if r["method"] == "learned"]
     assert [r["removed"] for r in learned] == schedule(round(0.6 * result["prunable"]), 2)
     assert (tmp_path / "cmp" / "runs" / "learned-seed0" / FILE).is_file()
+
+
+def test_selection_keeps_the_best_scores_on_acceptance(tmp_path):
+    """A learning rate that wrecks the mask: without selection the last scores are kept and acceptance
+    suffers; with it each count keeps its best checked scores, never worse than the count's start
+    (global magnitude at the first count)."""
+    s = settings(remove="50%", learn_points=2, learn_epochs=4, learn_lr=0.5, learn_select=False)
+    wrecked = Learner(prepare(s), tmp_path / "wrecked", runtime=QUIET)
+    wrecked.run()
+    kept = Learner(prepare(settings(remove="50%", learn_points=2, learn_epochs=4, learn_lr=0.5)), tmp_path / "kept",
+                   runtime=QUIET)
+    kept.run()
+    setup = prepare(settings(remove="50%", learn_points=2))
+    flat, k = setup.flat, schedule(setup.target, 2)[0]
+    flat.mask.fill_(True)
+    flat.mask[torch.topk(flat.base.abs().masked_fill(~flat.eligible, float("inf")), k, largest=False).indices] = False
+    flat.write()
+    magnitude = evaluate(setup.loaded.module, setup.accept, 50)
+    first = kept.log[1]
+    assert first["checks"][0][1] == pytest.approx(magnitude.loss, abs=1e-5)  # the count's start is a candidate
+    for i, row in enumerate(kept.log[1:]):  # the recorded count is one of its checks, and none beats it
+        loss, top1 = row["accept_loss"], row["accept_top1"]
+        assert any(abs(c[1] - loss) < 1e-5 and c[2] == pytest.approx(top1) for c in row["checks"])
+        assert not any(c[1] < loss - 1e-5 and c[2] >= top1 for c in row["checks"])
+        assert row["checks"][0][0] == kept._span(i)[0] and row["batches"] <= 10
+    assert first["accept_loss"] <= magnitude.loss + 1e-6
+    assert wrecked.log[-1]["accept_loss"] > kept.log[-1]["accept_loss"] + 0.05, (wrecked.log[-1], kept.log[-1])
+
+
+def test_learned_bounds_are_refused_before_anything_is_written(tmp_path):
+    from connectome.cli import main
+
+    out = tmp_path / "run"
+    for flags, message in ((["--learn-points", "1000000"], "learn-points"), (["--learn-lr", "1e300"], "learn-lr"),
+                           (["--learn-epochs", "1e300"], "learn-epochs")):
+        r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--remove", "30", *flags, "--calib-samples", "300",
+                                      "--out", str(out), "--quiet"])
+        assert r.exit_code != 0 and message in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1 and not out.exists(), r.output
+
+
+def test_training_views_are_a_function_of_the_seed():
+    from connectome.data.augment import TrainingViews
+
+    views, x = TrainingViews(), torch.randn(4, 3, 32, 40)
+    a = views(x, 7)
+    assert a.shape == x.shape and torch.equal(a, views(x, 7)) and not torch.equal(a, views(x, 8))
+    assert not torch.equal(a, x)
+    before = torch.random.get_rng_state()
+    views(x, 9)
+    assert torch.equal(before, torch.random.get_rng_state())  # the caller's random stream is untouched
+    flat = torch.randn(4, 784)
+    assert views(flat, 7) is flat
