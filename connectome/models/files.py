@@ -63,7 +63,22 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str)
         k, got, want = wrong[0]
         raise ConnectomeError(f"{source} does not fit the model: {k} has shape {got}, the model's is {want}"
                               + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+    # load_state_dict casts whatever it is given into the module's dtype: integers would become
+    # weights silently (and verify would then agree with itself), so a float tensor must come as one.
+    for k, v in state.items():
+        if k in own and own[k].is_floating_point() and hasattr(v, "is_floating_point") and not v.is_floating_point():
+            raise ConnectomeError(f"{source}: tensor {k} is {str(v.dtype).replace('torch.', '')}, not floating point")
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         miss, extra = result.missing_keys[:3], result.unexpected_keys[:3]
         raise ConnectomeError(f"{source} does not fit the model: missing {miss}, unexpected {extra}")
+
+
+def check_finite(module: nn.Module, source: str) -> None:
+    """Every floating tensor of the module finite: a NaN or an infinity in the base would make every
+    loss NaN, every ranking arbitrary and the run's own manifest unreadable. One line names the first."""
+    for name, t in module.state_dict().items():
+        if t.is_floating_point() and t.numel() and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ConnectomeError(f"{source}: tensor {name} holds {bad:,} non-finite value{'s' if bad > 1 else ''} "
+                                  f"(NaN or infinity)")

@@ -12,10 +12,10 @@ a download.
 
 from dataclasses import replace
 
-from connectome.errors import ConnectomeError
+from connectome.errors import ConnectomeError, reason
 import connectome.models.sources  # noqa: F401  (registers every source)
-from connectome.models.files import (REFERENCE_WEIGHTS, WEIGHTS_DIR, file_sha256, load_weights,  # noqa: F401
-                                     read_state_file, state_sha256)
+from connectome.models.files import (REFERENCE_WEIGHTS, WEIGHTS_DIR, check_finite, file_sha256,  # noqa: F401
+                                     load_weights, read_state_file, state_sha256)
 from connectome.models.preprocess import data_config, eval_transform
 from connectome.models.registry import SOURCES, LoadedModel, Source
 from connectome.models.sources.torchvision import torchvision_names  # noqa: F401
@@ -42,8 +42,17 @@ def load_model(spec: str, weights: str | None = None, weights_file: str | None =
     source = source_of(spec)
     if weights and not source.named_weights:
         raise ConnectomeError("--weights names torchvision weights; use --weights-file for other models")
-    loaded = source.load(spec, weights_file=weights_file, pretrained=pretrained, weights=weights)
+    try:
+        loaded = source.load(spec, weights_file=weights_file, pretrained=pretrained, weights=weights)
+    except ConnectomeError:
+        raise
+    except Exception as e:
+        if source.kind != "user":
+            raise
+        # A user's builder is their code: whatever it raised is a fact about their spec, on one line.
+        raise ConnectomeError(f"model {spec}: building it failed ({type(e).__name__}: {reason(e)})") from None
     loaded.module.eval()
+    check_finite(loaded.module, weights_file or f"the weights of {spec}")  # once, at load: every path reads weights here
     if weights_file:
         loaded.provenance = replace(loaded.provenance, sha256=file_sha256(weights_file))
     if preprocess:
