@@ -1,4 +1,6 @@
-"""The `connectome` command line. Bad input ends with one line on stderr and exit code 2."""
+"""The `connectome` command line. Bad input ends with one line on stderr and exit code 2; a file
+system that refuses a write (no such folder, no permission, a full disk) with one line and exit
+code 1; Ctrl-C (SIGINT) with exit code 130, as a shell reports a process that SIGINT ended."""
 
 import sys
 
@@ -14,6 +16,19 @@ class Group(click.Group):
         except ConnectomeError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:  # every write is atomic: what failed left the old files as they were
+            click.echo(f"error: {os_reason(e)}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:  # click would print "Aborted!" and exit 1: a script cannot tell it from a failure
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def os_reason(e: OSError) -> str:
+    """An OSError on one line: what the system said, and the file it said it of."""
+    what = e.strerror or type(e).__name__
+    where = e.filename if e.filename is not None else None
+    return f"{where}: {what}" if where is not None else what
 
 
 @click.group(cls=Group)

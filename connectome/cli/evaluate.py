@@ -1,11 +1,12 @@
 """`connectome eval`: top-1, top-5 and loss of a model on its evaluation split."""
 
-import json
-
 import click
 
 from connectome.device import resolve_device
 from connectome.errors import ConnectomeError
+from connectome.pruning.settings import PruneSettings
+
+_SEED = next(s for s in PruneSettings.specs() if s.name == "seed")
 
 model_options = [
     click.option("--weights", default=None, help="torchvision weights name, e.g. IMAGENET1K_V1 (default: DEFAULT)."),
@@ -30,7 +31,8 @@ def with_model_options(f):
                    "mean, std, crop_pct, crop_mode), e.g. --preprocess crop_pct=1.0; repeatable.")
 @click.option("--eval-samples", type=click.IntRange(min=1), default=None, help="Evaluate a seeded subset of this size.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(_SEED.meta["minimum"], _SEED.meta["maximum"]), default=0, show_default=True,
+              help="Seed of the --eval-samples subset (the range of prune's --seed).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_(model, weights, weights_file, data, preprocess, eval_samples, batch_size, seed, device, as_json):
@@ -47,4 +49,4 @@ def eval_(model, weights, weights_file, data, preprocess, eval_samples, batch_si
     splits = load_dataset(data, loaded.transforms)
     dataset = subset(splits.test, eval_samples, seed) if eval_samples else splits.test
     m = evaluate(loaded.module.to(device), dataset, batch_size, device, progress=True)
-    click.echo(json.dumps(m.as_dict()) if as_json else f"{model} on {data}: {m}")
+    click.echo(m.as_json() if as_json else f"{model} on {data}: {m}")

@@ -27,7 +27,9 @@ from connectome.models.load import WEIGHTS_DIR
 REGISTRY = WEIGHTS_DIR / "registry.json"
 FORMAT = "connectome.registry/1"
 # No '-' in a name: torch.hub's HASH_REGEX takes the first "-<hex>." of a file name as its hash.
-NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z0-9_]+$")
+# Matched whole (fullmatch): `$` would also match before a final newline, and a name with one makes a
+# registry entry and a file name that nobody can pull.
+NAME_RE = re.compile(r"[a-z_][a-z0-9_]*\.[a-z0-9_]+")
 ENTRY_KEYS = ("url", "sha256", "size", "base", "mask", "state_sha256", "meta")
 
 
@@ -82,10 +84,16 @@ def read_registry(registry: str | Path | None = None) -> tuple[dict[str, dict], 
 
 def summary(name: str, entry: dict) -> dict:
     """One line of the registry, as `connectome weights list` and the service's /api/weights show it."""
-    (dataset, metrics), = entry["meta"]["_metrics"].items()
-    return {"name": name, "base": entry["base"]["model"], "removed": entry["removed"], "sparsity": entry["sparsity"],
-            "top1": metrics["acc@1"], "dataset": dataset, "size": entry["size"], "mask_size": entry["mask"]["size"],
-            "url": entry["url"], "mask_url": entry["mask"]["url"]}
+    try:
+        (dataset, metrics), = entry["meta"]["_metrics"].items()
+        return {"name": name, "base": entry["base"]["model"], "removed": int(entry["removed"]),
+                "sparsity": float(entry["sparsity"]), "top1": float(metrics["acc@1"]), "dataset": str(dataset),
+                "size": int(entry["size"]), "mask_size": int(entry["mask"]["size"]), "url": str(entry["url"]),
+                "mask_url": str(entry["mask"]["url"])}
+    except KeyError as e:  # a hand-edited or foreign registry: name the entry and what it lacks
+        raise ConnectomeError(f"registry entry {name!r} is malformed: it has no {e.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError):
+        raise ConnectomeError(f"registry entry {name!r} is malformed: its sizes, counts or metrics are not numbers") from None
 
 
 def _parent(source: str) -> str:
