@@ -33,17 +33,81 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
+MARKER = ".connectome"  # in every folder connectome writes: what makes it one of ours
+# What a folder written before the marker existed holds: the lock every run takes (prune, a cache),
+# the settings record (lottery), compare's results, the service's job file.
+_LEGACY = (".lock", "settings.json", "compare.json", "job.json")
+
+
+def foreign_files(folder: str | Path) -> list[str]:
+    """Names in `folder` that connectome did not write there: empty unless the folder exists, holds
+    something, and carries neither the marker nor a file every earlier version wrote first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    names = sorted(p.name for p in folder.iterdir())
+    if not names or MARKER in names or any(n in names for n in _LEGACY):
+        return []
+    return names
+
+
+def check_folder(folder: str | Path, what: str = "--out") -> None:
+    """Refuse, before anything is written, a folder that cannot be written as a run folder: a path
+    through a file, a file itself, or a folder of someone else's files (which a run would overwrite)."""
+    from connectome.errors import ConnectomeError
+
+    folder = Path(folder)
+    for parent in (folder, *folder.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                where = "is a file" if parent == folder else f"lies under {parent}, which is a file"
+                raise ConnectomeError(f"{what} {folder} {where}, not a folder")
+            break
+    foreign = foreign_files(folder)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConnectomeError(f"{what} {folder} holds files connectome did not write ({shown}): "
+                              f"choose a new or empty folder")
+
+
+def mark_folder(folder: str | Path) -> None:
+    """Create `folder` if needed and mark it as written by connectome (once)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / MARKER).exists():
+        write_text(folder / MARKER, "a folder written by connectome\n")
+
+
+@contextlib.contextmanager
+def claimed_folder(folder: str | Path, what: str = "--out"):
+    """Check and mark `folder` for the block; a folder this call created is removed again if the
+    block fails before writing anything (the marker aside)."""
+    folder = Path(folder)
+    check_folder(folder, what)
+    created = not folder.exists()
+    mark_folder(folder)
+    try:
+        yield folder
+    except BaseException:
+        if created and not any(p.name != MARKER for p in folder.iterdir()):
+            (folder / MARKER).unlink(missing_ok=True)
+            folder.rmdir()
+        raise
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, on_wait=None, wait: bool = True):
     """Hold an exclusive lock on `folder` (its `.lock` file) so two processes never write one run.
     A second one waits for the first to end (`wait`), or is refused at once: a new run has nothing
     to wait for in a folder that another process is filling. The kernel drops the lock when its
-    holder dies. A folder this call created is removed again if the lock is refused."""
+    holder dies. A folder this call created is removed again if the lock is refused. A folder that
+    holds files connectome did not write is refused before anything is written into it."""
     import fcntl
 
     from connectome.errors import ConnectomeError
 
     folder = Path(folder)
+    check_folder(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as f:
@@ -57,10 +121,12 @@ def folder_lock(folder: str | Path, on_wait=None, wait: bool = True):
                 on_wait()
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            mark_folder(folder)
             yield
         except BaseException:
-            if created and not any(p.name != ".lock" for p in folder.iterdir()):
-                (folder / ".lock").unlink(missing_ok=True)  # nothing was written: leave nothing behind
+            if created and not any(p.name not in (".lock", MARKER) for p in folder.iterdir()):
+                for name in (".lock", MARKER):  # nothing was written: leave nothing behind
+                    (folder / name).unlink(missing_ok=True)
                 folder.rmdir()
             raise
 

@@ -251,7 +251,7 @@ class RunSettings:
 
     def claim(self, folder: Path) -> None:
         """Record these settings in `folder`/settings.json, or check that it holds the same ones."""
-        from connectome.io import write_text
+        from connectome.io import check_folder, mark_folder, write_text
 
         path = Path(folder) / "settings.json"
         if path.exists():
@@ -262,6 +262,8 @@ class RunSettings:
             if stored.get("digest") != self.digest():
                 raise self.mismatch(Path(folder), stored.get("settings", {}))
             return
+        check_folder(folder)  # a folder of someone else's files is not written into
+        mark_folder(folder)
         write_text(path, json.dumps({"settings": self.hashed(), "digest": self.digest()}, indent=2))
 
 

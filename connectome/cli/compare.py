@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from connectome.cli.options import build_settings, settings_options
+from connectome.io import claimed_folder
 from connectome.pruning.settings import CompareSettings
 
 
@@ -19,6 +20,7 @@ def compare(recipe, out, quiet, **params):
 
     s = build_settings(CompareSettings, params, recipe=recipe)
     out = Path(out) if out else s.default_out()
-    result = cmp.compare(s, out, progress=not quiet)
+    with claimed_folder(out):  # a folder of someone else's files is refused; ours is marked as such
+        result = cmp.compare(s, out, progress=not quiet)
     click.echo(cmp.table(result["summary"], result["dense"]))
     click.echo(f"-> {out}/compare.csv, compare.png, layers.png")

@@ -6,6 +6,7 @@ import click
 
 from connectome.cli.options import build_settings, settings_options
 from connectome.errors import ConnectomeError
+from connectome.io import check_folder
 from connectome.lottery.settings import LotterySettings
 
 
@@ -38,6 +39,7 @@ def lottery(recipe, control_levels, global_, out, quiet, **params):
     if control_levels is not None:
         extra["control_levels"] = control_levels
     s = build_settings(LotterySettings, params, recipe=recipe, extra=extra)
+    check_folder(out or s.default_out())  # the library checks again where it writes; this is before any data loads
     run = Lottery(s, out, progress=not quiet)
     click.echo(f"{s.model} on {run.data_name} ({run.device}): {s.levels} levels, controls "
                f"{', '.join(s.controls) or 'none'}; run folder {run.out}", err=True)

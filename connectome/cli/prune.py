@@ -9,6 +9,7 @@ import click
 
 from connectome.cli.options import build_settings, settings_options
 from connectome.errors import ConnectomeError
+from connectome.io import check_folder
 from connectome.pruning.settings import PruneSettings
 
 
@@ -27,6 +28,7 @@ def prune(recipe, job, out, resume, quiet, **params):
     if recipe and job:
         raise ConnectomeError("--recipe and --job both give the settings: pass one")
     s = build_settings(PruneSettings, params, recipe=recipe, job=job)
+    check_folder(Path(out) if out else s.default_out())  # before the model and data load: nothing to undo
 
     def started(setup, run):
         click.echo(f"{s.model}: removing {setup.target:,} of {run.prunable:,} prunable weights "

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from connectome.errors import ConnectomeError
-from connectome.io import write_text
+from connectome.io import mark_folder, write_text
 from connectome.pruning.state import FILE as STATE_FILE, LoopState
 from connectome.serve.jobs import JobStore
 from connectome.serve.spec import stored_settings
@@ -179,7 +179,7 @@ class Scheduler:
             ranks = self.workers * nproc
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // ranks))
         run = self.run_dir(job_id)
-        run.mkdir(parents=True, exist_ok=True)
+        mark_folder(run)  # the run folder is the service's: `prune` then writes into it
         write_text(run / JOB_FILE, json.dumps(settings.to_dict(), indent=2) + "\n")
         log = self.log_path(job_id)
         log.parent.mkdir(parents=True, exist_ok=True)
