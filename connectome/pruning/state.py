@@ -57,16 +57,22 @@ class LoopState:
     def load(cls, path: Path, settings) -> tuple["LoopState", Mask]:
         """The record and the mask of a run folder's state, after checking it was started with
         the same settings (runtime settings may differ)."""
+        unreadable = ConnectomeError(f"{path}: the run state is unreadable (truncated or not a safetensors file): "
+                                     f"choose another --out")
         try:
             meta = read_metadata(path)
-            mask = Mask.load(path)
         except Exception:
-            raise ConnectomeError(f"{path}: the run state is unreadable (truncated or not a safetensors file): "
-                                  f"choose another --out") from None
+            raise unreadable from None
+        # The settings first: a state written under others (a learned run's scores, resumed with
+        # --criterion magnitude) holds no mask this loop reads, and what differs is the setting.
         if meta.get("digest") != settings.digest():
             try:
                 stored = json.loads(meta.get("settings", "{}"))
             except ValueError:
                 stored = {}
-            raise settings.mismatch(path.parent, stored)
+            raise settings.mismatch(path.parent, stored if isinstance(stored, dict) else {})
+        try:
+            mask = Mask.load(path)
+        except Exception:
+            raise unreadable from None
         return cls.from_metadata(meta, path), mask
