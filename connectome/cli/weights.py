@@ -64,4 +64,4 @@ def publish(run_dir, name, url_base, registry, license_, replace):
     folder = Path(registry or REGISTRY).parent
     click.echo(f"{name}: {w['removed']:,} of {e['prunable']:,} removed ({100 * w['sparsity']:.1f}%), "
                f"top-1 {w['top1']:.2f}% on {w['dataset']}\n  {folder / Path(w['url']).name} ({_size(w['size'])})\n"
-               f"  {folder / Path(w['mask_url']).name} ({_size(w['mask_size'])})")
+               f"  {folder / Path(w['mask_url']).name} ({_size(w['mask_size'])})\n  metrics {e['meta']['_metrics_source']}")

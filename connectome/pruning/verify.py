@@ -25,6 +25,7 @@ class Verdict:
     invariant: InvariantReport
     problems: list[str] = field(default_factory=list)  # each one a reason to fail
     warnings: list[str] = field(default_factory=list)
+    base: object = field(default=None, repr=False)  # the base model it was checked against (publish evaluates it)
 
     @property
     def ok(self) -> bool:
@@ -54,7 +55,7 @@ def verify(path: str | Path, base: str | None = None, weights: str | None = None
     loaded = load_model(base, weights=weights or origin.torchvision_weights, weights_file=weights_file)
     base_state = {k: v.detach().cpu() for k, v in loaded.module.state_dict().items()}
     state = read_state_file(file)
-    verdict = Verdict(file, check_invariant(state, base_state))
+    verdict = Verdict(file, check_invariant(state, base_state), base=loaded.module)
     if meta.get("base_sha256") and meta["base_sha256"] != state_sha256(base_state):
         verdict.warnings.append(f"the base weights differ from those recorded in {file} (sha256)")
     if folder:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from connectome.errors import ConnectomeError
 from connectome.models.load import file_sha256, load_model, read_state_file, state_sha256
+from connectome.weights.measure import KEYS, measure
 from connectome.weights.registry import FORMAT, NAME_RE, REGISTRY, _is_url, read_registry
 
 
@@ -46,8 +47,12 @@ def _run_metrics(run: Path, manifest: dict) -> tuple[dict, dict]:
     if final["removed"] != result["removed"]:
         raise ConnectomeError(f"{run}: the last evaluation is not of the final mask")
     samples = manifest["data"]["eval_samples"]
-    as_tv = lambda r: {"acc@1": r["eval_top1"], "acc@5": r["eval_top5"], "loss": r["eval_loss"], "samples": samples}
-    return as_tv(final), as_tv(dense)
+    return (_as_tv({k: final[f"eval_{k}"] for k in KEYS}, samples), _as_tv({k: dense[f"eval_{k}"] for k in KEYS}, samples))
+
+
+def _as_tv(metrics: dict, samples: int) -> dict:
+    """Metrics as torchvision's weights meta names them."""
+    return {"acc@1": metrics["top1"], "acc@5": metrics["top5"], "loss": metrics["loss"], "samples": samples}
 
 
 def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | Path | None = None,
@@ -60,8 +65,8 @@ def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | 
     from connectome.pruning.mask import Mask
     from connectome.pruning.verify import verify
 
-    if not NAME_RE.match(name):
-        raise ConnectomeError(f"--name {name!r}: use arch.tag in lower case, letters, digits and _ "
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ConnectomeError(f"name {name!r}: use arch.tag in lower case, letters, digits and _ "
                               f"(e.g. lenet_300_100.connectome_50pct_fmnist)")
     run = Path(run_dir)
     for f in ("model.safetensors", "mask.safetensors", "curve.csv", "manifest.json"):
@@ -87,6 +92,11 @@ def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | 
     if any(bool(state[n][~m].any()) for n, m in mask.items()):
         raise ConnectomeError(f"{run}: the model has non-zero weights where the mask removed them")
     final, dense = _run_metrics(run, manifest)
+    # The published numbers are measured, not read: a consistent edit of curve and manifest would pass
+    # every check above (connectome.weights.measure).
+    measured = measure(run, manifest, verdict.base)
+    if measured.final is not None:
+        final, dense = (_as_tv(measured.final, measured.samples), _as_tv(measured.dense, measured.samples))
     # Building the architecture checks that the file fits it, and counts parameters as torchvision does.
     base_model, base_weights = meta["base_model"], meta["base_weights"]
     module = load_model(base_model, weights=_torchvision_weights(base_weights),
@@ -123,6 +133,7 @@ def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | 
             "num_nonzero_params": sum(int(p.count_nonzero()) for p in params),
             "_metrics": {dataset: final},
             "_base_metrics": {dataset: dense},
+            "_metrics_source": measured.note,
             "_file_size": round(files["model"]["size"] / 2**20, 3),
             "_mask_file_size": round(files["mask"]["size"] / 2**20, 3),
             "versions": manifest.get("versions", {}),

@@ -25,21 +25,40 @@ NAME = "lenet_300_100.test_20k"
 
 def make_run(out: Path, remove: int = 20000, model: str = "lenet_300_100", **settings) -> tuple[Path, torch.nn.Module]:
     """A real run folder, written by prune.write_results, without the minute a real prune takes:
-    magnitude pruning stands in for the loop, and the curve's metrics are made up (and distinct)."""
+    magnitude pruning stands in for the loop; the curve's metrics are measured on the run's evaluation
+    subset (publish measures them again), or made up where that data is not here."""
     loaded = load_model(model, weights_file=settings.get("weights_file"))
     flat = FlatWeights(prunable_parameters(loaded.module))
     base_sha = state_sha256(loaded.module.state_dict())
+    s = PruneSettings(model=model, remove=str(remove), criterion="magnitude", eval_samples=1000, **settings)
+    dense = measured(loaded, s) or (88.7, 99.8, 0.4031)
     flat.mask[flat.base.abs().argsort()[:remove]] = False
     flat.write()
-    s = PruneSettings(model=model, remove=str(remove), criterion="magnitude", eval_samples=1000, **settings)
+    final = measured(loaded, s) or (87.3, 99.6, 0.4417)
     setup = SimpleNamespace(loaded=loaded, base_sha256=base_sha, target=remove, decision=range(800),
                             accept=range(200), evaluation=range(1000), device="cpu")
     ev = lambda top1, top5, loss: {"eval_top1": top1, "eval_top5": top5, "eval_loss": loss, "eval_samples": 1000}
-    log = [{"step": 0, "phase": "dense", "accepted": True, "removed": 0, "size": 0, **ev(88.7, 99.8, 0.4031)},
-           {"step": 1, "phase": "remove", "accepted": True, "removed": remove, "size": remove, **ev(87.3, 99.6, 0.4417)}]
+    log = [{"step": 0, "phase": "dense", "accepted": True, "removed": 0, "size": 0, **ev(*dense)},
+           {"step": 1, "phase": "remove", "accepted": True, "removed": remove, "size": remove, **ev(*final)}]
     run = SimpleNamespace(setup=setup, s=s, out=out, flat=flat, prunable=int(flat.eligible.sum()), log=log, elapsed=1.0)
     write_results(run, f"connectome prune {model} --remove {remove} --criterion magnitude")
     return out, loaded.module
+
+
+def measured(loaded, s) -> tuple[float, float, float] | None:
+    """(top-1, top-5, loss) of the model on the settings' evaluation subset, where that data is here."""
+    from connectome.data import load_dataset, subset
+    from connectome.evaluate import evaluate
+
+    if s.data:
+        return None
+    test = load_dataset(loaded.dataset, loaded.transforms).test
+    m = evaluate(loaded.module, subset(test, s.eval_samples, s.seed), s.batch_size, "cpu")
+    return m.top1, m.top5, m.loss
+
+
+def final_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())["result"]["final"]
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +99,12 @@ def test_publish_writes_hash_named_files_and_entry(run, tmp_path):
     assert entry["removed"] == 20000 and entry["sparsity"] == round(20000 / entry["prunable"], 6)
     assert entry["base"] == {"model": "lenet_300_100", "weights": "reference:lenet_300_100",
                              "sha256": state_sha256(load_model("lenet_300_100").module.state_dict())}
-    # Metrics come from the run's files, never typed.
-    assert entry["meta"]["_metrics"] == {"fashion-mnist": {"acc@1": 87.3, "acc@5": 99.6, "loss": 0.4417, "samples": 1000}}
-    assert entry["meta"]["_base_metrics"]["fashion-mnist"]["acc@1"] == 88.7
+    # Metrics are measured again on the run's evaluation subset, never typed.
+    final = final_metrics(run[0])
+    assert entry["meta"]["_metrics"] == {"fashion-mnist": {"acc@1": final["top1"], "acc@5": final["top5"],
+                                                           "loss": pytest.approx(final["loss"]), "samples": 1000}}
+    assert entry["meta"]["_metrics_source"] == "measured again on fashion-mnist (1,000 images)"
+    assert entry["meta"]["_base_metrics"]["fashion-mnist"]["acc@1"] > final["top1"] - 5
     assert entry["meta"]["num_params"] == 266610 and entry["meta"]["num_nonzero_params"] == 266610 - 20000
     assert entry["criterion"] == "magnitude" and entry["command"].startswith("connectome prune lenet_300_100")
     assert entry["license"] == "BSD-3-Clause" and entry["recipe"]["remove"] == "20000"
@@ -96,12 +118,14 @@ def test_publish_refuses_bad_input(run, tmp_path):
     with pytest.raises(ConnectomeError, match="not a finished run"):
         publish(tmp_path, NAME, registry=registry)
     r = cli("publish", str(run[0]), "--name", NAME, "--registry", str(registry))
-    assert r.exit_code == 0 and f"{NAME}-" in r.output and f"{NAME}.mask-" in r.output and "87.30%" in r.output
+    top1 = f"{final_metrics(run[0])['top1']:.2f}%"
+    assert r.exit_code == 0 and f"{NAME}-" in r.output and f"{NAME}.mask-" in r.output and top1 in r.output
     other, _ = make_run(tmp_path / "other", remove=1000)
     with pytest.raises(ConnectomeError, match="already published"):
         publish(other, NAME, registry=registry)
     # A curve edited after the run no longer agrees with the manifest.
-    (other / "curve.csv").write_text((other / "curve.csv").read_text().replace("87.3", "97.3"))
+    top1 = final_metrics(other)["top1"]
+    (other / "curve.csv").write_text((other / "curve.csv").read_text().replace(str(top1), str(top1 + 1)))
     r = cli("publish", str(other), "--name", "lenet_300_100.other", "--registry", str(registry))
     assert r.exit_code == 2 and "disagree" in r.output
 
@@ -153,7 +177,8 @@ def test_remote_registry_with_relative_urls(run, tmp_path):
         path = pull(NAME, server.url + "registry.json", mask=True, progress=False)
         assert server.requests == ["/registry.json", "/" + path.name]
         r = cli("list", "--registry", server.url + "registry.json")
-    assert r.exit_code == 0 and NAME in r.output and "20,000" in r.output and "87.30% fashion-mnist" in r.output
+    top1 = f"{final_metrics(run[0])['top1']:.2f}% fashion-mnist"
+    assert r.exit_code == 0 and NAME in r.output and "20,000" in r.output and top1 in r.output
 
 
 def test_pulled_checkpoint_gives_the_outputs_of_its_run(served, run, tmp_path):
@@ -168,7 +193,7 @@ def test_pulled_checkpoint_gives_the_outputs_of_its_run(served, run, tmp_path):
     # Transforms as torchvision's weights.transforms(): a PIL image in, the model's input out.
     image = Image.fromarray((x[0, 0] * 255).to(torch.uint8).numpy())
     assert model.transforms()(image).shape == (1, 28, 28)
-    assert model.weights.meta["_metrics"]["fashion-mnist"]["acc@1"] == 87.3
+    assert model.weights.meta["_metrics"]["fashion-mnist"]["acc@1"] == final_metrics(run[0])["top1"]
     assert "transforms" not in dict(model.named_modules())  # an attribute, not a submodule
 
 
@@ -194,7 +219,8 @@ def test_torchvision_architecture_pruned_from_a_local_base_file(tmp_path):
     with pytest.raises(ConnectomeError, match="--license"):
         publish(run_dir, name, registry=registry)
     entry = publish(run_dir, name, registry=registry, license="BSD-3-Clause")
-    assert set(entry["meta"]["_metrics"]) == {"imagenet"}
+    assert set(entry["meta"]["_metrics"]) == {"imagenet"} and entry["meta"]["_metrics"]["imagenet"]["acc@1"] == 87.3
+    assert entry["meta"]["_metrics_source"].startswith("not measured again: the evaluation data is not here")
     x = torch.rand(2, 3, 96, 96)
     with torch.no_grad():
         model = load(name, registry=registry)  # torchvision's architecture, the pruned state loaded
