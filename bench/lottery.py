@@ -1,4 +1,5 @@
-"""Benchmark: the lottery-ticket experiment with LeNet-300-100 at the paper's length, several seeds.
+"""Benchmark: the lottery-ticket experiment at the paper's length, several seeds: LeNet-300-100 on
+MNIST or Fashion-MNIST, Conv-2, Conv-4 and Conv-6 on CIFAR-10 (--recipe).
 
 The recipe recipes/lottery-lenet300-mnist.yaml (Frankle & Carbin 2019: Adam 1.2e-3, batch 60, 50,000
 iterations per level, 20% / 10% per level, early stopping on 5,000 held-out training images), both
@@ -15,6 +16,14 @@ every training, under a lock. Rows already in the results file whose run folder 
 machine, a lost disk) are carried over with the commit that trained them, provided the settings match.
 
     nohup .venv/bin/python bench/lottery.py --data mnist:../shared/data/mnist --seeds 0 > bench/results/lottery-mnist-0.log 2>&1 &
+
+The Conv networks (recipes/lottery-conv{2,4,6}-cifar10.yaml, 20,000-30,000 iterations per level) go
+level by level the same way: each seed's tickets to about 3.6% remaining with both controls at the
+claim levels, then every seed deeper (to about 1.9% for Conv-2). The same command continues a stopped
+run (in another session, after a reboot) from the last saved training state:
+
+    OMP_NUM_THREADS=1 nohup .venv/bin/python bench/lottery.py --recipe lottery-conv2-cifar10 --seeds 0 \
+        --budget-min 100000 >> bench/results/lottery-conv2-cifar10.log 2>&1 &
 """
 
 import argparse
@@ -27,7 +36,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,6 +53,32 @@ RESULTS = ROOT / "bench" / "results"
 TITLE = ("LeNet-300-100 on {data}, lottery tickets (Adam 1.2e-3, batch 60, {iterations:,} iterations/level, "
          "20%/10% per level; {seeds})")
 CLAIM_LEVELS = [3, 7, 12, 15, 18]  # 51%, 21%, 7%, 3.6%, 1.9% remaining
+
+
+@dataclass(frozen=True)
+class Network:
+    """What the benchmark does with one network: the levels whose controls the claims need, how deep
+    every seed goes first, the extra table row, the figure's title, the default data."""
+    key: str  # the results' file names: lottery-<key>-<data>
+    claim_levels: list[int]  # the last one is the deepest any phase goes by default
+    first_depth: int  # every seed reaches this level before any goes deeper
+    table_levels: tuple[int, ...]  # rows of the README table beyond those with controls
+    title: str
+    data: str
+
+
+CONV_TITLE = ("{label} on {data}, lottery tickets (Adam {lr:g}, batch 60, {iterations:,} iterations/level, "
+              "conv {conv:.0%}, fc 20%, output 10% per level; {seeds})")
+CIFAR_JPEG = "cifar10:../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz"
+NETWORKS = {
+    "lenet_300_100_mnist": Network("lenet300", CLAIM_LEVELS, 18, (0, 9), TITLE, "mnist:../shared/data/mnist"),
+    # Layerwise rates put Conv-2 at 51.4, 21.2, 8.8, 3.7, 1.9% and 13.7% (level 9); Conv-4 at 53.5, 23.9,
+    # 9.2, 3.8% and 13.3% (10); Conv-6 at 56.4, 26.6, 8.9, 3.6% and 12.7% (11): the paper's plotted range.
+    "conv2": Network("conv2", [3, 7, 11, 15, 18], 15, (0, 9), CONV_TITLE, CIFAR_JPEG),
+    "conv4": Network("conv4", [3, 7, 12, 17], 17, (0, 10), CONV_TITLE, CIFAR_JPEG),
+    "conv6": Network("conv6", [3, 7, 13, 18], 18, (0, 11), CONV_TITLE, CIFAR_JPEG),
+}
+LABELS = {"conv2": "Conv-2", "conv4": "Conv-4", "conv6": "Conv-6"}
 
 
 def git_commit() -> str:
@@ -102,11 +137,11 @@ def summary(means: list[dict]) -> dict:
     return out
 
 
-def markdown(means: list[dict]) -> str:
+def markdown(means: list[dict], extra_levels: tuple[int, ...] = (0, 9)) -> str:
     """The README's table: per level with controls (and 13.5%, a level the paper names), each arm's
     early-stop iteration and test accuracy there, mean ± standard deviation over its seeds."""
     by = {(r["level"], r["arm"]): r for r in means}
-    levels = sorted({lv for lv, arm in by if arm != "ticket"} | {0, 9})
+    levels = sorted({lv for lv, arm in by if arm != "ticket"} | set(extra_levels))
 
     def cell(r):
         if r is None:
@@ -125,15 +160,19 @@ def markdown(means: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def phases(seeds: list[int], extra: list[str]) -> list[tuple[int, int, list[int]]]:
+def phases(seeds: list[int], extra: list[str], net: Network = NETWORKS["lenet_300_100_mnist"]) -> list[tuple[int, int, list[int]]]:
     """(seed, levels, control levels), most informative first: each seed's tickets with the claim levels'
-    controls, then the phases given as SEED:LEVELS:CONTROL,LEVELS (controls at every second level, say)."""
-    out = [(seed, 18, CLAIM_LEVELS) for seed in seeds]
+    controls to the network's first depth, then every seed deeper to its last claim level, then the
+    phases given as SEED:LEVELS:CONTROL,LEVELS (controls at every second level, say)."""
+    claim = net.claim_levels
+    out = [(seed, net.first_depth, [lv for lv in claim if lv <= net.first_depth]) for seed in seeds]
+    if claim[-1] > net.first_depth:
+        out += [(seed, claim[-1], claim) for seed in seeds]
     for spec in extra:
         seed, levels, controls = spec.split(":")
         levels = int(levels)
         out.append((int(seed), levels, sorted({int(t) for t in controls.split(",") if t.strip()} |
-                                              {lv for lv in CLAIM_LEVELS if lv <= levels})))
+                                              {lv for lv in claim if lv <= levels})))
     return out
 
 
@@ -153,34 +192,45 @@ def carried_over(path: Path, settings: dict) -> list[dict]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="mnist:../shared/data/mnist", help="Data spec (mnist:PATH, fashion-mnist).")
+    ap.add_argument("--recipe", default="lottery-lenet300-mnist",
+                    help="A lottery recipe (a name in recipes/ or a path): lottery-conv2-cifar10, ...")
+    ap.add_argument("--data", default=None, help="Data spec (default: the shared copy of the recipe's data: "
+                                                 "mnist:PATH, cifar10:PATH.tar.gz; fashion-mnist).")
     ap.add_argument("--seeds", default="0", help="Comma-separated seeds this process trains.")
     ap.add_argument("--all-seeds", default="0,1,2", help="Seeds whose run folders the results gather.")
     ap.add_argument("--extra", action="append", default=[], metavar="SEED:LEVELS:CONTROLS",
                     help="A further phase after the seeds' own, e.g. 1:18:2,4,6,8 (repeatable).")
     ap.add_argument("--budget-min", type=float, default=600, help="Start no training expected to end after this.")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--iterations", type=int, default=None, help="Override the paper's 50,000 (smoke tests only).")
+    ap.add_argument("--iterations", type=int, default=None, help="Override the paper's length (smoke tests only).")
+    ap.add_argument("--depth", type=int, default=None, help="Stop every phase at this level (smoke tests only).")
+    ap.add_argument("--results", default=str(RESULTS), help="Folder of the results files.")
     ap.add_argument("--replot", action="store_true", help="Only rewrite the results from the run folders.")
     ap.add_argument("--table", action="store_true", help="Print the README's table from the results file.")
     args = ap.parse_args()
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    recipe = args.recipe if args.recipe.endswith(".yaml") else str(ROOT / "recipes" / f"{args.recipe}.yaml")
+    net = NETWORKS[LotterySettings.from_recipe(recipe).model]
+    data = args.data or net.data
     if args.table:
-        data_name = args.data.split(":")[0]
-        print(markdown(json.loads((RESULTS / f"lottery-lenet300-{data_name}.json").read_text())["means"]))
+        name = f"lottery-{net.key}-{data.split(':')[0]}"
+        print(markdown(json.loads((results / f"{name}.json").read_text())["means"], net.table_levels))
         return
     torch.set_num_threads(args.threads)
     start, started_at = time.time(), datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     # On the CPU whatever the machine has: the benchmark measures the one-thread-per-process setup.
-    overrides = {"data": args.data, "controls": ["random_reinit", "random_prune"], "device": "cpu"}
+    overrides = {"data": data, "controls": ["random_reinit", "random_prune"], "device": "cpu"}
     if args.iterations:
         overrides["iterations"] = args.iterations
-    base = LotterySettings.from_recipe(str(ROOT / "recipes" / "lottery-lenet300-mnist.yaml"), overrides)
+    base = LotterySettings.from_recipe(recipe, overrides)
     seeds = [int(t) for t in args.seeds.split(",") if t.strip()]
     all_seeds = sorted(set(seeds) | {int(t) for t in args.all_seeds.split(",") if t.strip()})
     data_name = base.data.split(":")[0]
-    name = f"lottery-lenet300-{data_name}"
+    name = f"lottery-{net.key}-{data_name}"
+    deepest = max([net.claim_levels[-1]] + [int(e.split(":")[1]) for e in args.extra])
     info = {"machine": machine(), "git_commit": git_commit(), "started": started_at}
-    earlier = carried_over(RESULTS / f"{name}.json", base.hashed())
+    earlier = carried_over(results / f"{name}.json", base.hashed())
     timings: list[dict] = []
     stopped = None
 
@@ -188,7 +238,8 @@ def main():
         """Every finished training of every seed, read back from the run folders."""
         rows = []
         for seed in all_seeds:
-            run = Lottery(replace(base, seed=seed, levels=18, control_levels=list(range(1, 19))), progress=False)
+            run = Lottery(replace(base, seed=seed, levels=deepest, control_levels=list(range(1, deepest + 1))),
+                          progress=False)
             for level, arm in run.jobs():
                 r = run.result(level, arm)
                 if r is not None:
@@ -200,17 +251,19 @@ def main():
         return rows + carried
 
     def write_all():
-        with open(RESULTS / f".{name}.lock", "w") as lock:
+        with open(results / f".{name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             rows = gather()
             means = mean_rows(rows)
             by_seed = sorted(rows, key=lambda r: (r["seed"], r["level"], r["arm"] != "ticket", r["arm"]))
-            write_text(RESULTS / f"{name}.csv", csv_text(by_seed, ["seed"] + COLUMNS))
+            write_text(results / f"{name}.csv", csv_text(by_seed, ["seed"] + COLUMNS))
             done = sorted({r["seed"] for r in rows})
-            title = TITLE.format(data=data_name.upper() if data_name == "mnist" else data_name, iterations=base.iterations,
-                                 seeds=f"mean of seeds {','.join(map(str, done))}, bars: min-max")
-            plot(RESULTS / f"{name}.png", means, title)
-            write_text(RESULTS / f"{name}.json", json.dumps({
+            shown = {"mnist": "MNIST", "cifar10": "CIFAR-10" + (" (JPEG copy)" if "jpeg" in base.data.lower() else "")}
+            title = net.title.format(data=shown.get(data_name, data_name), iterations=base.iterations,
+                                     seeds=f"mean of seeds {','.join(map(str, done))}, bars: min-max",
+                                     label=LABELS.get(net.key, net.key), lr=base.lr, conv=base.conv_rate)
+            plot(results / f"{name}.png", means, title)
+            write_text(results / f"{name}.json", json.dumps({
                 **info, "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "wall_seconds_this_invocation": round(time.time() - start, 1), "settings": base.hashed(),
                 "seeds": done, "trainings_this_invocation": timings, "stopped": stopped,
@@ -220,7 +273,9 @@ def main():
     if args.replot:
         write_all()
         return
-    for seed, levels, control_levels in phases(seeds, args.extra):
+    for seed, levels, control_levels in phases(seeds, args.extra, net):
+        if args.depth is not None:
+            levels, control_levels = min(levels, args.depth), [lv for lv in control_levels if lv <= args.depth]
         run = Lottery(replace(base, seed=seed, levels=levels, control_levels=control_levels), progress=False)
         for level, arm in run.jobs():
             if run.result(level, arm) is not None:
