@@ -37,7 +37,8 @@ class LotterySettings(RunSettings):
     DIGEST_CHARS = 10  # runs/lottery-<10 hex digits>, as the folders made before these settings
 
     model: str = setting(help="The network.", choices=_models)
-    data: str | None = setting(None, "Data spec, e.g. fashion-mnist or cifar10:/path (default: the data the "
+    data: str | None = setting(None, "Data spec, e.g. fashion-mnist or cifar10:/path (the binary release, an image "
+                                     "folder with train/ and test/, or a .tar.gz of one; default: the data the "
                                      "network was made for).", path=True)
     iterations: int = setting(50000, "Training iterations per level.", minimum=1)
     batch_size: int = setting(60, "Training batch size.", minimum=1)
