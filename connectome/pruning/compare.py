@@ -107,8 +107,15 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
             dense = {"top1": d.top1, "top5": d.top5, "loss": d.loss, "samples": d.samples,
                      **({"top1_present": d.top1_present} if d.top1_present is not None else {})}
         setup = replace(setup, evaluation=evaluation)
-        counts = grid(setup.target, cs.points) if not cs.counts else sorted(
-            {min(parse_count(c, setup.flat.prunable()), setup.target) for c in cs.counts})
+        if cs.counts:  # a count above --remove is refused, not silently cut to it
+            asked = {c: parse_count(c, setup.flat.prunable()) for c in cs.counts}
+            over = [c for c, k in asked.items() if k > setup.target]
+            if over:
+                raise ConnectomeError(f"--counts {over[0]} ({asked[over[0]]:,}) is above --remove {cs.remove} "
+                                      f"({setup.target:,}): the grid stops at --remove")
+            counts = sorted(set(asked.values()))
+        else:
+            counts = grid(setup.target, cs.points)
         stats = None
         one_shots = [criteria.REGISTRY[m] for m in methods if m not in ITERATIVE]
         norms = any(c.needs_input_norms for c in one_shots) or (cs.unknown_last and any(c.needs_statistics

@@ -181,6 +181,11 @@ class CompareSettings(PruneSettings):
                 parse_count(c, 100) if c.strip().endswith("%") else parse_count(c, 10**18)
             except Exception as e:
                 raise ValueError(f"counts: {e}") from None
+        remove = self.remove.strip()
+        unit = 100 if remove.endswith("%") else 10**18
+        for c in self.counts:  # in the same unit as --remove, refused before the model loads
+            if c.strip().endswith("%") == remove.endswith("%") and parse_count(c.strip(), unit) > parse_count(remove, unit):
+                raise ValueError(f"counts: {c} is above remove {self.remove} (the grid stops at remove)")
 
     def run_name(self) -> str:
         return f"compare-{self.model}"
