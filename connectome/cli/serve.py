@@ -14,6 +14,7 @@ import click
 from connectome.cli.options import settings_options
 from connectome.errors import ConnectomeError
 from connectome.pruning.settings import PruneSettings
+from connectome.serve.policy import DEFAULT_MAX_WORK
 from connectome.settings import parse_flag
 
 DEFAULT_PORT = 8470
@@ -32,12 +33,19 @@ def read_or_create_token(path: Path) -> tuple[str, bool]:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        if not path.is_file():
+            raise ConnectomeError(f"token file {path} is not a file") from None
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             click.echo(f"warning: {path} is readable by others (chmod 600 {path})", err=True)
-        token = path.read_text().strip()
+        try:
+            token = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConnectomeError(f"token file {path} is unreadable ({getattr(e, 'strerror', None) or type(e).__name__})") from None
         if not token:
             raise ConnectomeError(f"token file {path} is empty") from None
         return token, False
+    except OSError as e:  # no such folder, no permission: the server cannot keep its token there
+        raise ConnectomeError(f"token file {path}: {e.strerror}") from None
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
@@ -47,13 +55,16 @@ def read_or_create_token(path: Path) -> tuple[str, bool]:
 @click.command()
 @click.option("--root", type=click.Path(file_okay=False), required=True, help="Folder of the jobs database, runs and weights.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 for every interface).")
-@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="0 picks a free port.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True, help="0 picks a free port.")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None, help="Bearer token (default: ROOT/token, created if missing).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs run at once.")
 @click.option("--data-root", multiple=True, type=click.Path(exists=True, file_okay=False), help="Folder jobs may read data and weights files from (repeatable).")
 @click.option("--allow-user-code", is_flag=True, help="Accept package.module:function models (they import code).")
 @click.option("--max-nproc", type=click.IntRange(min=1), default=None, help="Largest nproc_per_node of a job (default: the number of GPUs, at least 1).")
-def serve(root, host, port, token_file, workers, data_root, allow_user_code, max_nproc):
+@click.option("--max-work", type=click.FloatRange(min=1, max=1e18), default=DEFAULT_MAX_WORK, show_default=True,
+              help="Most images through the model one job may ask for (training passes, statistics, evaluations); "
+                   "a job over it gets 400.")
+def serve(root, host, port, token_file, workers, data_root, allow_user_code, max_nproc, max_work):
     """Run the pruning service: a job queue, live curves on a web page, hosted weights."""
     import socket
 
@@ -62,15 +73,21 @@ def serve(root, host, port, token_file, workers, data_root, allow_user_code, max
     from connectome.serve.app import create_app
     from connectome.serve.spec import Policy
 
+    from connectome.serve import root as root_lock
+
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConnectomeError(f"--root {root}: {e.strerror}") from None
+    held = root_lock.hold(root)  # noqa: F841 (held until the process ends: a second server is refused)
     token_path = Path(token_file) if token_file else root / "token"
     token, created = read_or_create_token(token_path)
     import torch
     gpus = torch.cuda.device_count()
     if max_nproc is None:
         max_nproc = max(1, gpus)
-    policy = Policy(allow_user_code, tuple(Path(r).resolve() for r in data_root), max_nproc, gpus)
+    policy = Policy(allow_user_code, tuple(Path(r).resolve() for r in data_root), max_nproc, gpus, max_work)
     # Bind here, so that --port 0 can print the port it got before the server starts.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -92,6 +109,12 @@ def serve(root, host, port, token_file, workers, data_root, allow_user_code, max
 
 def _client(server: str, token: str | None):
     httpx = _need("httpx")
+    try:  # a malformed address is the user's typo: one line, not httpx's traceback
+        url = httpx.URL(server)
+    except (httpx.InvalidURL, TypeError, ValueError) as e:
+        raise ConnectomeError(f"--server {server!r} is not a URL ({e})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConnectomeError(f"--server {server!r} is not an http(s) URL")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=30)
 
@@ -100,7 +123,7 @@ def _request(client, method: str, path: str, **kw) -> dict:
     httpx = _need("httpx")
     try:
         r = client.request(method, path, **kw)
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, httpx.InvalidURL) as e:
         raise ConnectomeError(f"cannot reach {client.base_url} ({e})") from None
     if r.status_code >= 400:
         try:

@@ -323,14 +323,20 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
     # --- weights --------------------------------------------------------------------------------
 
     @app.get("/api/weights")
-    def list_weights() -> dict:
+    def list_weights():
         from connectome.weights import read_registry, summary
 
         entries, _ = read_registry(registry) if registry.is_file() else ({}, None)
-        rows = [summary(name, e) for name, e in entries.items()]
-        for w in rows:  # where this server hosts the files
-            w["url"], w["mask_url"] = (f"/weights/{Path(w[k]).name}" for k in ("url", "mask_url"))
-        return {"weights": rows}
+        rows = []
+        for name, e in entries.items():
+            try:
+                w = summary(name, e)
+            except ConnectomeError as err:  # one malformed entry is shown as such, the others still listed
+                rows.append({"name": name, "error": str(err)})
+                continue
+            w["url"], w["mask_url"] = (f"/weights/{Path(w[k]).name}" for k in ("url", "mask_url"))  # hosted here
+            rows.append(w)
+        return json_response({"weights": rows})
 
     @app.get("/weights/{name}")
     def weights_file(name: str):

@@ -1,6 +1,7 @@
 """Jobs that are well-formed but impossible on this server, refused at submit time where the server
 can know without running them: more weights to remove than the model has, more samples than the
-data's split, a GPU on a server without one, a missing file.
+data's split, a GPU on a server without one, a missing file, more work than the server gives one job
+(connectome.serve.work).
 
 What is cheap is checked: a model's prunable count comes from its architecture built without
 weights (on the meta device where it can be, so nothing is allocated or downloaded), once per
@@ -16,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from connectome.errors import ConnectomeError
+from connectome.serve import work
 from connectome.serve.policy import SOURCE, Policy, data_kind
 from connectome.sizes import parse_count
 
@@ -31,15 +33,19 @@ def check(s, policy: Policy, nproc: int) -> None:
     if s.weights_file and not Path(s.weights_file).is_file():
         raise ConnectomeError(f"{SOURCE}: weights_file {s.weights_file} is not a file")
     _check_weights(s.model, kind, s.weights_file)
-    _check_data(s, kind)
+    sizes = _check_data(s, kind)
     prunable = prunable_count(s.model, s.weights, tuple(s.include), tuple(s.exclude))
     if prunable == 0:
         raise ConnectomeError(f"{SOURCE}: include/exclude leave no prunable weights in {s.model}")
-    if prunable is not None and not s.remove.strip().endswith("%"):
+    target = None
+    if prunable is not None:
         try:
-            parse_count(s.remove, prunable)
+            target = parse_count(s.remove, prunable)
         except ConnectomeError as e:
-            raise ConnectomeError(f"{SOURCE}: remove {e} of {s.model}") from None
+            if not s.remove.strip().endswith("%"):
+                raise ConnectomeError(f"{SOURCE}: remove {e} of {s.model}") from None
+    evaluated = s.eval_samples or (sizes[1] if sizes else None)
+    work.check(s, policy, target, prunable, evaluated)
 
 
 # --- device -----------------------------------------------------------------------------------------
@@ -141,7 +147,7 @@ def _builder(model: str, kind: str, weights: str | None):
 
 # --- data -------------------------------------------------------------------------------------------
 
-def _check_data(s, model_kind: str) -> None:
+def _check_data(s, model_kind: str) -> tuple[int, int] | None:
     data = s.data
     if data is None:
         if model_kind != "reference":
@@ -158,18 +164,19 @@ def _check_data(s, model_kind: str) -> None:
         raise ConnectomeError(f"{SOURCE}: data folder {path} does not exist")
     if kind in ("imagenet", "folder") and not (path and all((Path(path) / d).is_dir() for d in ("train", "val"))):
         raise ConnectomeError(f"{SOURCE}: data {data}: {kind}:PATH needs a folder with train/ and val/ class folders")
-    sizes = split_sizes(kind, path)
+    sizes = split_sizes(kind, path) or (None if path else work.RELEASES.get(kind))
     n_accept = max(2, int(round(s.calib_samples * s.accept_fraction)))
     if s.calib_samples - n_accept < 2:
         raise ConnectomeError(f"{SOURCE}: calib_samples {s.calib_samples} with accept_fraction {s.accept_fraction} "
                               f"leaves fewer than 2 samples for the statistics")
     if sizes is None:
-        return
+        return None
     train, test = sizes
     if s.calib_samples > train:
         raise ConnectomeError(f"{SOURCE}: calib_samples {s.calib_samples:,} exceeds the {train:,} training samples of {data}")
     if s.eval_samples and s.eval_samples > test:
         raise ConnectomeError(f"{SOURCE}: eval_samples {s.eval_samples:,} exceeds the {test:,} evaluation samples of {data}")
+    return sizes
 
 
 def split_sizes(kind: str, path: str | None) -> tuple[int, int] | None:

@@ -126,3 +126,41 @@ def test_unknown_fields_are_named(app):
         assert len(app.state.store.all()) == stored
 
     refused()
+
+
+HUGE_FLOATS = st.one_of(st.sampled_from([1e300, 1.7976931348623157e308, 1e18, 2.0 ** 63]),
+                        st.floats(min_value=1e12, max_value=1e308))
+HUGE_INTS = st.one_of(st.sampled_from([10**9, 10**18, 2**63, 2**64, 10**30]), st.integers(min_value=10**6, max_value=10**40))
+NUMBERS = sorted(n for n, s in FIELDS.items() if s.kind in (int, float) and not s.is_list)
+
+
+def test_huge_values_are_refused_naming_the_field_or_fit_the_server(app):
+    """1e300, 2**63 and huge counts in every numeric field (and as `remove`): either refused in one line
+    naming the field, or a job whose work this server bounds (connectome.serve.work) is stored; never a 500."""
+    from connectome.serve import work
+    from connectome.serve.feasible import prunable_count
+
+    client = TestClient(app)
+
+    @given(st.data())
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def bounded(data):
+        name = data.draw(st.sampled_from(NUMBERS + ["remove"]), label="field")
+        kind = FIELDS[name].kind
+        value = data.draw(HUGE_INTS if kind is int or name == "remove" else st.one_of(HUGE_FLOATS, HUGE_INTS),
+                          label="value")
+        stored = len(app.state.store.all())
+        r = post(client, {**app.base, name: value})
+        assert r.status_code in (201, 400), r.text
+        if r.status_code == 400:
+            detail = r.json()["detail"]
+            assert name in detail and "\n" not in detail, detail
+            assert len(app.state.store.all()) == stored
+            return
+        s = PruneSettings.from_mapping({k: v for k, v in r.json()["spec"].items() if k != "nproc_per_node"})
+        prunable = prunable_count(s.model, None)
+        target = round(prunable * float(s.remove[:-1]) / 100) if s.remove.endswith("%") else int(s.remove)
+        assert work.passes(s, target, prunable, s.eval_samples or 100)[0] <= Policy().max_work
+        assert s.batch_size <= max(s.calib_samples, s.eval_samples or 100)
+
+    bounded()
