@@ -1,6 +1,7 @@
 """`connectome prune` and `connectome verify`: flags generated from PruneSettings, work done by the
 library (connectome.pruning.prune); this module only reads the command line and prints."""
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -54,12 +55,24 @@ def prune(recipe, job, out, resume, quiet, **params):
 @click.option("--base", default=None, help="Base model spec (default: the one recorded in the file).")
 @click.option("--weights", default=None)
 @click.option("--weights-file", type=click.Path(), default=None, help="Base weights file.")
-def verify(path, base, weights, weights_file):
+@click.option("--measure", is_flag=True, help="Also evaluate the model and its base on the run's evaluation data "
+                                              "and compare with the manifest's metrics (what `weights publish` does).")
+def verify(path, base, weights, weights_file, measure):
     """Check a run folder (model, mask, manifest against each other and the base) or a .safetensors
     file (every weight equals its base value or zero)."""
     from connectome.pruning.verify import verify as check
 
     v = check(path, base, weights, weights_file)
+    if measure and v.ok:
+        if not Path(path).is_dir():
+            raise ConnectomeError("--measure needs a run folder (its manifest records the evaluation data)")
+        from connectome.weights.measure import measure as remeasure
+        try:
+            note = remeasure(Path(path), json.loads((Path(path) / "manifest.json").read_text()), v.base).note
+        except ConnectomeError as e:
+            v.problems.append(str(e))
+        else:
+            click.echo(f"metrics {note}", err=True)
     for w in v.warnings:
         click.echo(f"warning: {w}", err=True)
     r = v.invariant

@@ -7,7 +7,7 @@ model (model.safetensors) and its base, each evaluated on the evaluation split t
 (data spec, eval_samples, seed, preprocessing, batch size), then compared with what the manifest
 says. A disagreement beyond evaluation noise across devices (two images of top-1 or top-5, 1% of the
 loss) refuses the publish; where the data is not on this machine the recorded metrics are published
-and the entry says they were not measured again.
+and the entry says they were not measured again. `verify --measure` runs the same measurement.
 """
 
 from dataclasses import dataclass
@@ -71,7 +71,7 @@ def measure(run: Path, manifest: dict, base_module) -> Measured:
             raise ConnectomeError(
                 f"{run}: manifest.json records {label} top-1 {_pct(r.get('top1'))}, top-5 {_pct(r.get('top5'))}, "
                 f"loss {r.get('loss')}, but the {'pruned' if label == 'final' else 'base'} model measures "
-                f"{m.top1:.2f}%, {m.top5:.2f}%, {m.loss:.4f} on {data} ({m.samples:,} images): nothing published")
+                f"{m.top1:.2f}%, {m.top5:.2f}%, {m.loss:.4f} on {data} ({m.samples:,} images)")
     return Measured(out["final"], out["dense"], len(dataset), f"measured again on {data} ({len(dataset):,} images)")
 
 

@@ -94,7 +94,10 @@ def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | 
     final, dense = _run_metrics(run, manifest)
     # The published numbers are measured, not read: a consistent edit of curve and manifest would pass
     # every check above (connectome.weights.measure).
-    measured = measure(run, manifest, verdict.base)
+    try:
+        measured = measure(run, manifest, verdict.base)
+    except ConnectomeError as e:
+        raise ConnectomeError(f"{e}: nothing published") from None
     if measured.final is not None:
         final, dense = (_as_tv(measured.final, measured.samples), _as_tv(measured.dense, measured.samples))
     # Building the architecture checks that the file fits it, and counts parameters as torchvision does.

@@ -30,6 +30,9 @@ def bad_number(spec):
     if high is not None:
         above = st.floats(min_value=high, exclude_min=m["maximum"] is not None, max_value=1e12, allow_nan=False)
         out.append(above.filter(lambda v: v > high or (m["below"] is not None and v >= high)).map(repr))
+        # The far end: what a float or a Python int can hold, and past what C's int64 can.
+        out.append(st.sampled_from(["1e300", "1.7976931348623157e308"] if spec.kind is float else
+                                   [str(2**63), "99999999999999999999", str(10**40)]))
     return st.one_of(*out)
 
 
@@ -55,7 +58,8 @@ def not_a_count(text: str) -> bool:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=st.one_of(st.text(min_size=1).filter(not_a_count),
-                       st.sampled_from(["0", "-1", "101%", "1.5", "1e9", "0%", "%", "300k", "2M"])))
+                       st.sampled_from(["0", "-1", "101%", "1.5", "1e9", "0%", "%", "300k", "2M", "9" * 30, "1e300",
+                                       "99999999999999999999%"])))
 def test_bad_counts_are_refused_in_one_line(tmp_path_factory, value):
     out = tmp_path_factory.mktemp("count") / "run"  # a fresh folder per example
     r = CliRunner().invoke(main, ["prune", "lenet_300_100", f"--remove={value}", "--out", str(out), "--quiet"])
