@@ -263,12 +263,12 @@ def test_row9_consistently_edited_metrics_are_not_published(tmp_path, run_dir):
 
 # --- row 10 -----------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(reason="needs the patch in .helper25-requests.md (connectome/pruning/compare.py)", strict=False)
-def test_row10_compare_refuses_counts_above_remove(tmp_path):
+@pytest.mark.parametrize("counts, remove", [("50%", "30%"), ("150k", "100k"), ("50%", "50k")])
+def test_row10_compare_refuses_counts_above_remove(tmp_path, counts, remove):
     out = tmp_path / "cmp"
-    r = cli("compare", "lenet_300_100", "--counts", "50%", "--remove", "30%", "--methods", "magnitude",
+    r = cli("compare", "lenet_300_100", "--counts", counts, "--remove", remove, "--methods", "magnitude",
             "--seeds", "1", "--out", str(out), *FAST[:-2])
-    assert one_line(r) and "--counts" in r.output or "counts" in r.output
+    assert one_line(r) and counts in r.output and "above" in r.output, r.output
     assert not out.exists()
 
 
