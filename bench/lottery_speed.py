@@ -2,8 +2,9 @@
 (batch 60, Adam) in connectome's Trainer, dense and at a pruned level's mask, against a plain PyTorch
 loop of the same network on the same in-memory data (no mask; torch's default Adam, and the fused
 Adam the trainer uses, so that the mask's own cost shows). Rounds alternate
-the loops so that a neighbour's load falls on all of them alike; the median round counts. Times are this
-process's CPU time (one thread): on cores shared with other jobs, wall time also counts the waits.
+the loops so that a neighbour's load falls on all of them alike. Each iteration is timed on its own and
+the median iteration counts: on cores shared with other jobs a preempted iteration is an outlier, not
+a shift of the whole round (the trainer's one validation at the end of a round is one such outlier).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/lottery_speed.py --data cifar10:../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz
 """
@@ -11,6 +12,7 @@ process's CPU time (one thread): on cores shared with other jobs, wall time also
 import argparse
 import datetime
 import json
+import os
 import statistics
 import sys
 import time
@@ -32,13 +34,13 @@ from connectome.lottery.trainer import Data, Trainer  # noqa: E402
 from connectome.pruning.mask import Mask  # noqa: E402
 
 
-def plain(model, train, s, iterations: int, fused: bool = False) -> float:
+def plain(model, train, s, iterations: int, fused: bool = False) -> list[float]:
     """The loop a PyTorch user writes: shuffled slices of the uint8 images, /255, Adam (torch's default
     foreach kernel; `fused`: the trainer's, so that the difference is the masking alone)."""
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, fused=fused)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))
     model.train()
-    t0 = time.process_time()
+    times = [time.perf_counter()]
     for i in range(iterations):
         idx = order[i * s.batch_size:(i + 1) * s.batch_size]
         x, y = train.images[idx].float().div_(255), train.labels[idx]
@@ -46,15 +48,18 @@ def plain(model, train, s, iterations: int, fused: bool = False) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return time.process_time() - t0
+        times.append(time.perf_counter())
+    return [b - a for a, b in zip(times, times[1:])]
 
 
-def trainer(model, mask, data, s, iterations: int, tmp: Path) -> float:
-    """connectome's Trainer for `iterations` (one validation at the end, on 60 images: not counted)."""
-    t = Trainer(s, data, "cpu", tmp / "checkpoint.safetensors", progress=False)
-    t0 = time.process_time()
+def trainer(model, mask, data, s, iterations: int, tmp: Path) -> list[float]:
+    """connectome's Trainer for `iterations`, each timed from the end of the one before."""
+    times = []
+    t = Trainer(s, data, "cpu", tmp / "checkpoint.safetensors", progress=False,
+                on_iteration=lambda *job_and_it: times.append(time.perf_counter()))
+    times.append(time.perf_counter())
     t.train(("speed",), model, mask, 0)
-    return time.process_time() - t0
+    return [b - a for a, b in zip(times, times[1:])]
 
 
 def main():
@@ -97,21 +102,22 @@ def main():
     seconds = {k: [] for k in loops}
     for r in range(args.rounds):
         for k, f in loops.items():
-            seconds[k].append(f())
-        print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in seconds.items()), flush=True)
-    images = args.iterations * s.batch_size
+            seconds[k] += f()
+        print(f"round {r}: " + ", ".join(f"{k} {statistics.median(v):.3f} s/it" for k, v in seconds.items()), flush=True)
     median = {k: statistics.median(v) for k, v in seconds.items()}
     out = {"git_commit": git_commit(), "machine": machine(),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "network": "conv2", "batch_size": s.batch_size, "iterations_per_round": args.iterations,
            "rounds": args.rounds, "threads": args.threads, "data": s.data,
            "pruned_percent_remaining": round(100 * pruned.kept() / pruned.total(), 1),
-           "images_per_second": {k: round(images / v, 1) for k, v in median.items()},
-           "seconds_per_iteration": {k: round(v / args.iterations, 4) for k, v in median.items()},
+           "images_per_second": {k: round(s.batch_size / v, 1) for k, v in median.items()},
+           "median_seconds_per_iteration": {k: round(v, 4) for k, v in median.items()},
+           "mean_seconds_per_iteration": {k: round(statistics.mean(v), 4) for k, v in seconds.items()},
            "ratio_to_plain": {k: round(v / median["plain"], 3) for k, v in median.items()},
-           "seconds_per_round": seconds}
+           "ratio_to_plain_fused_adam": {k: round(v / median["plain_fused_adam"], 3) for k, v in median.items()},
+           "load_average_at_end": os.getloadavg()}
     write_text(args.out, json.dumps(out, indent=1))
-    print(json.dumps({k: out[k] for k in ("images_per_second", "ratio_to_plain")}, indent=1))
+    print(json.dumps({k: out[k] for k in ("images_per_second", "ratio_to_plain", "ratio_to_plain_fused_adam")}, indent=1))
 
 
 if __name__ == "__main__":
