@@ -62,6 +62,8 @@ def check_folder(folder: str | Path, what: str = "--out") -> None:
             if not parent.is_dir():
                 where = "is a file" if parent == folder else f"lies under {parent}, which is a file"
                 raise ConnectomeError(f"{what} {folder} {where}, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):  # said now, not after the model and data load
+                raise ConnectomeError(f"{what} {folder}: no permission to write in {parent}")
             break
     foreign = foreign_files(folder)
     if foreign:

@@ -35,6 +35,9 @@ class Toy(RunSettings):
     ({"name": "a\0b"}, "name holds a NUL character"),
     ({"name": "a", "count": None}, "count may not be null"),
     ({"name": "a", "colour": 1}, "unknown setting 'colour'"),
+    ({"name": "a", "rate": 1e300}, "rate must be below 1, got 1e+300"),
+    ({"name": "a", "count": 1e300}, "count must be an integer, got 1e+300"),
+    ({"name": "a", "limit": -2**64}, "limit must be at least 0"),
 ])
 def test_every_bad_value_is_one_line_naming_the_setting(values, message):
     with pytest.raises(ConnectomeError) as e:
@@ -106,3 +109,29 @@ def test_claim_refuses_a_folder_of_other_settings(tmp_path):
     Toy(name="a", every=2).claim(tmp_path)  # runtime settings may differ
     with pytest.raises(ConnectomeError, match=r"other settings \(count\)"):
         Toy(name="a", count=9).claim(tmp_path)
+
+
+@pytest.mark.parametrize("value", [1e300, 1.7976931348623157e308, 2**63, 2**64, 10**40])
+def test_bounded_prune_settings_refuse_the_far_end(value):
+    """Every numeric prune setting with an upper bound refuses what a float or an int can hold beyond it."""
+    base = {"model": "m", "remove": "1%"}
+    bounded = [s for s in PruneSettings.specs() if s.kind in (int, float) and not s.is_list
+               and (s.meta["maximum"] is not None or s.meta["below"] is not None)]
+    assert {"seed", "step", "learn_lr", "learn_epochs"} <= {s.name for s in bounded}
+    for spec in bounded:
+        v = float(value) if spec.kind is float else (value if isinstance(value, int) else None)
+        if v is None:
+            continue
+        with pytest.raises(ConnectomeError, match=f"{spec.name} must be "):
+            PruneSettings.from_mapping({**base, spec.name: v}, "job")
+
+
+def test_claim_refuses_a_folder_of_someone_elses_files(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ConnectomeError, match="holds files connectome did not write"):
+        Toy.from_mapping({"name": "a"}).claim(folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    Toy.from_mapping({"name": "a"}).claim(tmp_path / "new")
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [".connectome", "settings.json"]

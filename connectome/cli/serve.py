@@ -282,17 +282,31 @@ def cancel(job_id, server, token, token_file):
 @with_server_options
 def download(job_id, out, server, token, token_file):
     """Download a finished job's run folder (model, mask, curve, manifest) from a server."""
-    from connectome.io import atomic_path
+    from connectome.io import check_folder, claimed_folder
 
     out = Path(out or f"runs/job-{job_id}")
+    check_folder(out)  # a folder of someone else's files is not written over
     with _client(server, _token(token, token_file)) as client:
         job = _request(client, "GET", f"/api/jobs/{job_id}")
         if job["state"] != "done":
             raise ConnectomeError(f"job {job_id} is {job['state']}: only a finished job has files")
-        for f in job["files"]:
+        with claimed_folder(out):
+            _download_files(client, job, out)
+
+
+def _download_files(client, job: dict, out: Path) -> None:
+    from connectome.io import atomic_path
+
+    import httpx
+
+    for f in job["files"]:
+        try:
             with atomic_path(out / Path(f["name"]).name) as tmp, client.stream("GET", f["url"]) as r:
-                r.raise_for_status()
+                if r.status_code >= 400:
+                    raise ConnectomeError(f"{r.status_code}: the server did not send {f['name']}")
                 with open(tmp, "wb") as fh:
                     for chunk in r.iter_bytes():
                         fh.write(chunk)
-            click.echo(f"  {out / f['name']} ({f['size']:,} bytes)")
+        except httpx.HTTPError as e:  # atomic: the file it was writing is left as it was
+            raise ConnectomeError(f"cannot download {f['name']} from {client.base_url} ({e})") from None
+        click.echo(f"  {out / f['name']} ({f['size']:,} bytes)")

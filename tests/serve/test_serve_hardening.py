@@ -10,8 +10,11 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from click.testing import CliRunner  # noqa: E402
 from conftest import write_idx  # noqa: E402
 from serve_helpers import Server  # noqa: E402
+
+from connectome.cli import main  # noqa: E402
 
 SMALL = {"model": "lenet_300_100", "remove": "2%", "calib_samples": 500, "eval_samples": 100, "batch_size": 250,
          "criterion": "magnitude"}
@@ -68,6 +71,18 @@ def test_row2_and_row9_a_job_within_the_limit_runs_and_publishes_measured_metric
     entry = r.json()
     assert entry["meta"]["_metrics_source"] == f"measured again on mnist:{data_root / 'idx'} (100 images)"
     assert entry["meta"]["_metrics"]["mnist"]["acc@1"] == pytest.approx(job["top1"])
+    # row 4: `download --out` on a folder of someone else's files leaves them as they are
+    mine = server.root.parent / "mine"
+    mine.mkdir()
+    (mine / "model.safetensors").write_bytes(b"my own model")
+    r = CliRunner().invoke(main, ["download", str(job["id"]), "--server", server.url, "--out", str(mine)])
+    assert r.exit_code == 2 and "holds files connectome did not write (model.safetensors)" in r.output, r.output
+    assert [p.name for p in mine.iterdir()] == ["model.safetensors"] and (mine / "model.safetensors").read_bytes() == b"my own model"
+    got = server.root.parent / "got"
+    r = CliRunner().invoke(main, ["download", str(job["id"]), "--server", server.url, "--out", str(got)])
+    assert r.exit_code == 0 and (got / "mask.safetensors").is_file(), r.output
+    r = CliRunner().invoke(main, ["download", str(job["id"]), "--server", server.url, "--out", str(got)])
+    assert r.exit_code == 0, r.output  # a folder it wrote is its own
 
 
 def test_row7_one_server_per_root(server, data_root):
