@@ -35,8 +35,24 @@ def atomic_path(path: str | Path):
 
 MARKER = ".connectome"  # in every folder connectome writes: what makes it one of ours
 # What a folder written before the marker existed holds: the lock every run takes (prune, a cache),
-# the settings record (lottery), compare's results, the service's job file.
-_LEGACY = (".lock", "settings.json", "compare.json", "job.json")
+# and, by the keys connectome wrote in them, the settings record (lottery), compare's results and the
+# service's job file (names common enough that a user's folder may hold a file of that name).
+_LEGACY_KEYS = {"settings.json": ("settings", "digest"), "compare.json": ("dense", "summary"),
+                "job.json": ("model", "remove")}
+
+
+def _written_before(folder: Path, names: list[str]) -> bool:
+    if ".lock" in names:
+        return True
+    for name, keys in _LEGACY_KEYS.items():
+        if name in names:
+            try:
+                record = json.loads((folder / name).read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and all(k in record for k in keys):
+                return True
+    return False
 
 
 def foreign_files(folder: str | Path) -> list[str]:
@@ -46,7 +62,7 @@ def foreign_files(folder: str | Path) -> list[str]:
     if not folder.is_dir():
         return []
     names = sorted(p.name for p in folder.iterdir())
-    if not names or MARKER in names or any(n in names for n in _LEGACY):
+    if not names or MARKER in names or _written_before(folder, names):
         return []
     return names
 

@@ -36,3 +36,23 @@ def test_a_new_run_does_not_wait_for_a_folder_in_use(tmp_path):
         r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--remove", "10%", "--calib-samples", "400",
                                       "--out", str(out), "--quiet"])
         assert r.exit_code == 2 and "being written by another process" in r.output and time.time() - start < 60
+
+
+def test_folders_connectome_wrote_are_known_by_marker_or_by_what_earlier_versions_wrote(tmp_path):
+    from connectome.io import MARKER, foreign_files
+
+    def folder(name, files):
+        f = tmp_path / name
+        f.mkdir()
+        for n, text in files.items():
+            (f / n).write_text(text)
+        return f
+
+    assert foreign_files(tmp_path / "missing") == [] and foreign_files(folder("empty", {})) == []
+    assert foreign_files(folder("marked", {MARKER: "", "model.safetensors": "x"})) == []
+    assert foreign_files(folder("locked", {".lock": "", "state.safetensors": "x"})) == []  # any earlier run
+    assert foreign_files(folder("lottery", {"settings.json": '{"settings": {}, "digest": "ab"}'})) == []
+    assert foreign_files(folder("compare", {"compare.json": '{"dense": {}, "summary": {}}', "compare.csv": ""})) == []
+    assert foreign_files(folder("job", {"job.json": '{"model": "m", "remove": "1%"}'})) == []
+    assert foreign_files(folder("user", {"settings.json": '{"theme": 1}', "a.txt": ""})) == ["a.txt", "settings.json"]
+    assert foreign_files(folder("broken", {"job.json": "not json"})) == ["job.json"]

@@ -106,6 +106,14 @@ def test_row4_out_on_a_users_folder_is_refused_untouched(tmp_path, command):
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()} == before  # not even a lock
 
 
+def test_row4_a_users_file_named_like_ours_is_still_theirs(tmp_path):
+    folder, before = users_folder(tmp_path)
+    (folder / "settings.json").write_text('{"theme": "dark"}')
+    r = cli("prune", "lenet_300_100", "--remove", "2%", "--out", str(folder), *FAST)
+    assert one_line(r) and "holds files connectome did not write" in r.output, r.output
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.safetensors", "settings.json"]
+
+
 def test_row4_run_folders_are_marked_and_resume_old_ones_too(tmp_path):
     out = tmp_path / "run"
     args = ["prune", "lenet_300_100", "--remove", "2%", "--out", str(out), *FAST]
