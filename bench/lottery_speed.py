@@ -62,15 +62,68 @@ def trainer(model, mask, data, s, iterations: int, tmp: Path) -> list[float]:
     return [b - a for a, b in zip(times, times[1:])]
 
 
+def estimate(args, splits) -> None:
+    """Seconds of one training and of the whole benchmark for Conv-2, Conv-4 and Conv-6 on this CPU,
+    from the median trainer iteration (dense: the upper end, pruned levels cost about the same) and the
+    validation's cost per image (5,000 images every 100 iterations, the test split twice at the end)."""
+    from bench.lottery import NETWORKS, phases
+    from connectome.evaluate import evaluate
+    from connectome.lottery.trainer import eval_batch
+
+    out = {"git_commit": git_commit(), "machine": machine(), "nice": os.nice(0),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "networks": {}}
+    tmp = Path("/tmp") / f"lottery-speed-{time.time_ns()}"
+    tmp.mkdir()
+    for name in ("conv2", "conv4", "conv6"):
+        s = LotterySettings.from_recipe(str(ROOT / "recipes" / f"lottery-{name}-cifar10.yaml"),
+                                        {"data": args.data, "iterations": args.iterations,
+                                         "eval_every": args.iterations, "checkpoint_every": 10 ** 9, "device": "cpu"})
+        data = Data(subset(splits.train, 45000, 0), subset(splits.train, 60, 1), None)
+        init = initial_state(name, "cifar10", 0)
+        mask = Mask({n: torch.ones(init[n].shape, dtype=torch.bool) for n in layer_kinds(build(name, "cifar10"))})
+        its = []
+        for _ in range(args.rounds):
+            m = build(name, "cifar10")
+            m.load_state_dict(init)
+            its += trainer(m, mask, data, s, args.iterations, tmp)[1:-1]  # the first and the validating one aside
+        val = subset(splits.train, 1000, 2)
+        t0 = time.perf_counter()
+        evaluate(m, val, eval_batch(name, "cpu"), "cpu")
+        per_image = (time.perf_counter() - t0) / len(val)
+        full = LotterySettings.from_recipe(str(ROOT / "recipes" / f"lottery-{name}-cifar10.yaml"))
+        it = statistics.median(its)
+        training = full.iterations * it + (full.iterations // full.eval_every) * full.val_samples * per_image \
+            + 2 * len(splits.test) * per_image
+        jobs = set()
+        for seed, levels, controls in phases([0, 1, 2], [], NETWORKS[name]):
+            jobs |= {(seed, lv, "ticket") for lv in range(levels + 1)}
+            jobs |= {(seed, lv, arm) for lv in controls for arm in ("random_reinit", "random_prune")}
+        out["networks"][name] = {
+            "median_seconds_per_iteration": round(it, 4), "eval_seconds_per_image": round(per_image, 6),
+            "iterations": full.iterations, "seconds_per_training": round(training),
+            "trainings_3_seeds": len(jobs), "hours_3_seeds_one_core": round(len(jobs) * training / 3600, 1)}
+        print(name, out["networks"][name], flush=True)
+    out["hours_all_one_core"] = round(sum(n["hours_3_seeds_one_core"] for n in out["networks"].values()), 1)
+    write_text(args.out, json.dumps(out, indent=1))
+    print(f"all three networks, 3 seeds: {out['hours_all_one_core']} h on one core", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="cifar10:../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz")
     ap.add_argument("--iterations", type=int, default=30, help="Iterations per loop per round.")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "lottery-conv2-speed.json"))
+    ap.add_argument("--estimate", action="store_true",
+                    help="Instead: the time of one training and of the benchmark for Conv-2/4/6 on this CPU.")
+    ap.add_argument("--out", default=None, help="Results file (default: bench/results/lottery-conv2-speed.json, "
+                                                "with --estimate lottery-conv-estimate.json).")
     args = ap.parse_args()
+    args.out = args.out or str(ROOT / "bench" / "results" / ("lottery-conv-estimate.json" if args.estimate
+                                                             else "lottery-conv2-speed.json"))
     torch.set_num_threads(args.threads)
+    if args.estimate:
+        return estimate(args, load_dataset(args.data))
     s = LotterySettings.from_recipe(str(ROOT / "recipes" / "lottery-conv2-cifar10.yaml"),
                                     {"data": args.data, "iterations": args.iterations, "eval_every": args.iterations,
                                      "checkpoint_every": 10 ** 9, "device": "cpu"})

@@ -31,7 +31,7 @@ from connectome.lottery.networks import architecture, build, initial_state, laye
 from connectome.lottery.report import write_report
 from connectome.lottery.settings import LotterySettings
 from connectome.lottery.strategies import check_shrinks, make_strategy
-from connectome.lottery.trainer import EVAL_BATCH, Data, Trainer
+from connectome.lottery.trainer import Data, Trainer
 from connectome.pruning.mask import Mask
 
 
@@ -152,12 +152,12 @@ class Lottery:
         start = s.rewind_iter if level > 0 else 0
         snapshot = (s.rewind_iter, self.out / "rewind.safetensors") if level == 0 and arm == "ticket" else None
         t = self.trainer.train((level, arm), model, mask, start, snapshot)
-        final_test = evaluate(t.model, test, EVAL_BATCH, dev)
+        final_test = evaluate(t.model, test, self.trainer.eval_batch, dev)
         kept, total = mask.kept(), mask.total()
         meta = {"level": level, "arm": arm, "iteration": s.iterations, "kept": kept, "total": total}
         save_state(folder / "model.safetensors", t.model.state_dict(), meta)
         t.model.load_state_dict(t.best_state)
-        early_test = evaluate(t.model, test, EVAL_BATCH, dev)
+        early_test = evaluate(t.model, test, self.trainer.eval_batch, dev)
         best_it, best_loss, best_top1 = t.log.best
         result = {
             "level": level, "arm": arm, "percent_remaining": 100.0 * kept / total, "kept": kept, "total": total,

@@ -27,6 +27,14 @@ from connectome.pruning.mask import Mask
 EVAL_BATCH = 1000
 
 
+def eval_batch(model_name: str, device) -> int:
+    """Images per evaluation batch. On a CPU a conv network's activations for 1,000 CIFAR images (64
+    channels of 32x32 floats each: 262 MB a layer) overflow the caches: 60 at a time evaluate about
+    twice as fast on one core, with bit-identical logits (measured on Conv-2/4/6), and validation is a
+    third of a Conv-2 training's time. A GPU, and LeNet's small layers, keep large batches."""
+    return 60 if model_name.startswith("conv") and torch.device(device).type == "cpu" else EVAL_BATCH
+
+
 @dataclass
 class Data:
     """The three subsets: training, validation (held out of the training split), test."""
@@ -60,6 +68,7 @@ class Trainer:
                  on_iteration: Callable | None = None):
         self.s, self.data, self.device, self.checkpoint = s, data, device, Path(checkpoint)
         self.progress, self.on_iteration = progress, on_iteration
+        self.eval_batch = eval_batch(s.model, device)
 
     def train(self, job: tuple, model: nn.Module, mask: Mask, start: int,
               snapshot: tuple[int, Path] | None = None) -> Trained:
@@ -95,7 +104,7 @@ class Trainer:
                 if snapshot is not None and it == snapshot[0]:
                     save_state(snapshot[1], model.state_dict(), {"iteration": it})
                 if it % s.eval_every == 0 or it == s.iterations:
-                    v = evaluate(model, self.data.val, EVAL_BATCH, dev)
+                    v = evaluate(model, self.data.val, self.eval_batch, dev)
                     log.evals.append([it, v.loss, v.top1])
                     if log.best is None or v.loss < log.best[1]:
                         log.best = [it, v.loss, v.top1]
