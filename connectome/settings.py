@@ -93,6 +93,14 @@ def specs(cls) -> list[Spec]:
 
 
 _KIND_WORDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+# Every count ends in an int64 somewhere (a tensor, a C long, a float product): a Python int of 400
+# digits would pass a minimum and then overflow wherever it is first multiplied by a float.
+INT64 = 2**63 - 1
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:8]}... ({len(text)} digits)"
 
 
 def _scalar(spec: Spec, value: Any) -> Any:
@@ -102,11 +110,17 @@ def _scalar(spec: Spec, value: Any) -> Any:
         ok = isinstance(value, bool)
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -INT64 - 1 <= value <= INT64:
+            raise ValueError(f"must be an integer of 64 bits (at most {INT64:,} in size), got {_shown(value)}")
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and not math.isfinite(value):
-            raise ValueError(f"must be {_KIND_WORDS[float]}, got {value!r}")
-        value = float(value) if ok else value
+        if ok:
+            try:
+                value = float(value)
+            except OverflowError:  # an integer past what a float holds: as infinite as inf
+                raise ValueError(f"must be {_KIND_WORDS[float]}, got {_shown(value)}") from None
+            if not math.isfinite(value):
+                raise ValueError(f"must be {_KIND_WORDS[float]}, got {value!r}")
     else:
         ok = isinstance(value, str)
         if ok and "\0" in value:

@@ -37,7 +37,10 @@ class Toy(RunSettings):
     ({"name": "a", "colour": 1}, "unknown setting 'colour'"),
     ({"name": "a", "rate": 1e300}, "rate must be below 1, got 1e+300"),
     ({"name": "a", "count": 1e300}, "count must be an integer, got 1e+300"),
-    ({"name": "a", "limit": -2**64}, "limit must be at least 0"),
+    ({"name": "a", "limit": -2**64}, "limit must be an integer of 64 bits"),
+    ({"name": "a", "rate": 10**400}, "rate must be a finite number, got 10000000... (401 digits)"),
+    ({"name": "a", "count": 10**400}, "count must be an integer of 64 bits (at most 9,223,372,036,854,775,807 in size), "
+                                      "got 10000000... (401 digits)"),
 ])
 def test_every_bad_value_is_one_line_naming_the_setting(values, message):
     with pytest.raises(ConnectomeError) as e:

@@ -27,8 +27,7 @@ class Group(click.Group):
 def os_reason(e: OSError) -> str:
     """An OSError on one line: what the system said, and the file it said it of."""
     what = e.strerror or type(e).__name__
-    where = e.filename if e.filename is not None else None
-    return f"{where}: {what}" if where is not None else what
+    return f"{e.filename}: {what}" if e.filename is not None else what
 
 
 @click.group(cls=Group)

@@ -20,6 +20,7 @@ def bad_number(spec):
         out.append(st.sampled_from(["inf", "-inf", "nan", "1e400"]))
     else:
         out.append(st.floats(allow_nan=False, allow_infinity=False).filter(lambda v: v != int(v)).map(repr))
+        out.append(st.sampled_from([str(2**63), str(-2**63 - 1), "1" + "0" * 400]))  # past any int64
     low = m["minimum"] if m["minimum"] is not None else m["above"]
     if low is not None:
         below = st.floats(max_value=low, exclude_max=m["minimum"] is not None, allow_nan=False, allow_infinity=False,

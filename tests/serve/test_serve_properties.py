@@ -130,7 +130,7 @@ def test_unknown_fields_are_named(app):
 
 HUGE_FLOATS = st.one_of(st.sampled_from([1e300, 1.7976931348623157e308, 1e18, 2.0 ** 63]),
                         st.floats(min_value=1e12, max_value=1e308))
-HUGE_INTS = st.one_of(st.sampled_from([10**9, 10**18, 2**63, 2**64, 10**30]), st.integers(min_value=10**6, max_value=10**40))
+HUGE_INTS = st.one_of(st.sampled_from([10**9, 10**18, 2**63, 2**64, 10**30, 10**400]), st.integers(min_value=10**6, max_value=10**40))
 NUMBERS = sorted(n for n, s in FIELDS.items() if s.kind in (int, float) and not s.is_list)
 
 
