@@ -24,10 +24,3 @@ def parse_count(text: str, total: int) -> int:
         raise ConnectomeError(f"count {text!r} ({count:,}) exceeds the {total:,} prunable weights")
     return count
 
-
-def human(n: float) -> str:
-    """Short form for tables and plot labels: 1.03M, 250k."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:g}"

@@ -1,7 +1,7 @@
 import pytest
 
 from connectome.errors import ConnectomeError
-from connectome.sizes import human, parse_count
+from connectome.sizes import parse_count
 
 
 @pytest.mark.parametrize("text,expected", [("12345", 12345), ("250k", 250_000), ("1M", 1_000_000),
@@ -20,6 +20,3 @@ def test_rejects_more_than_prunable():
     with pytest.raises(ConnectomeError, match="exceeds"):
         parse_count("2M", 1_000_000)
 
-
-def test_human():
-    assert human(1_030_465) == "1.03M" and human(250_000) == "250k" and human(12) == "12"

@@ -22,7 +22,6 @@ class Criterion:
     needs_statistics: ClassVar[bool] = True
     # Ranks by stats.input_norm: the pass must be collect(..., input_norms=True).
     needs_input_norms: ClassVar[bool] = False
-    about: ClassVar[str] = ""
 
     def __init__(self, **options):
         self.options = options
@@ -56,9 +55,9 @@ def predicted_restore(w0, stats: GradStats, name: str) -> torch.Tensor:
 
 @register
 class Magnitude(Criterion):
+    """|w|, global."""
     name = "magnitude"
     needs_statistics = False
-    about = "|w|, global"
 
     def scores(self, name, w, stats, generator):
         return w.abs()
@@ -66,9 +65,9 @@ class Magnitude(Criterion):
 
 @register
 class Random(Criterion):
+    """Uniform random order (seeded)."""
     name = "random"
     needs_statistics = False
-    about = "uniform random order (seeded)"
 
     def scores(self, name, w, stats, generator):
         return torch.rand(w.shape, generator=generator).to(w.device)
@@ -76,8 +75,8 @@ class Random(Criterion):
 
 @register
 class Taylor(Criterion):
+    """|g*w|, first-order saliency (Molchanov et al.; SNIP)."""
     name = "taylor"
-    about = "|g*w|, first-order saliency (Molchanov et al.; SNIP)"
 
     def scores(self, name, w, stats, generator):
         return (stats.grad[name] * w).abs()
@@ -85,8 +84,8 @@ class Taylor(Criterion):
 
 @register
 class Fisher(Criterion):
+    """1/2*F*w^2 with F the per-sample second moment (OBD with a Fisher diagonal)."""
     name = "fisher"
-    about = "1/2*F*w^2 with F the per-sample second moment (OBD with a Fisher diagonal)"
 
     def scores(self, name, w, stats, generator):
         return 0.5 * stats.second[name] * w * w
@@ -94,8 +93,8 @@ class Fisher(Criterion):
 
 @register
 class DLoss(Criterion):
+    """-g*w + 1/2*F*w^2, the expected loss change of zeroing."""
     name = "dloss"
-    about = "-g*w + 1/2*F*w^2, the expected loss change of zeroing"
 
     def scores(self, name, w, stats, generator):
         return predicted_removal(w, stats, name)
@@ -114,7 +113,6 @@ class Connectome(Criterion):
     noise alone would ask: it also covers the error of the quadratic model, largest where |g*w| is."""
 
     name = "connectome"
-    about = "-g*w + z*|w|*stderr(g) + 1/2*F*w^2 (a confidence bound on the loss change)"
 
     def scores(self, name, w, stats, generator):
         z = float(self.options.get("z", 8.0))
@@ -165,7 +163,6 @@ class Wanda(Criterion):
     name = "wanda"
     needs_statistics = False
     needs_input_norms = True
-    about = "|w|*||x||, the weight times the norm of its input (Wanda, Sun et al. 2023), global"
 
     def scores(self, name, w, stats, generator):
         return w.abs() * input_norm(stats, name)
@@ -179,7 +176,7 @@ class WandaRow(Wanda):
     fraction t of every row."""
 
     name = "wanda_row"
-    about = "wanda ranked within each output unit (the paper's per-row comparison): every row loses the same share"
+    # wanda ranked within each output unit (the paper's per-row comparison): every row loses the same share
 
     def scores(self, name, w, stats, generator):
         return row_quantiles(super().scores(name, w, stats, generator))
@@ -192,7 +189,7 @@ class Learned(Criterion):
 
     name = "learned"
     needs_statistics = False
-    about = "a mask learned by a straight-through estimator over frozen weights (Piggyback, edge-popup)"
+    # a mask learned by a straight-through estimator over frozen weights (Piggyback, edge-popup)
 
     def scores(self, name, w, stats, generator):
         from connectome.errors import ConnectomeError

@@ -58,13 +58,6 @@ from connectome.pruning.state import FILE
 
 KIND = "learned/1"  # the state file's "kind": a greedy-loop state has none
 CHUNK = 50  # batches between saved states: at most this much training is repeated after a kill
-# How the scores start: |w| ("global": one scale for every tensor, so the first mask is exactly global
-# magnitude's), or each tensor's |w| rescaled to the global mean |w| ("tensor"). Global by measurement
-# (LeNet-300-100, 4,000 decision images, 320 batches, 90% removed in 3 counts: acceptance loss 0.466
-# against 0.645 per tensor; global magnitude 1.095). No global factor is applied: Adam's steps do not
-# depend on the gradient's scale, so a factor would only change the unit of the learning rate, and this
-# keeps the unit (weight units) in which the field note measured 1e-4.
-INIT = "global"
 
 
 def schedule(target: int, points: int) -> list[int]:
@@ -72,18 +65,14 @@ def schedule(target: int, points: int) -> list[int]:
     return sorted({max(1, round(target * i / points)) for i in range(1, points + 1)}) if target else [0]
 
 
-def initial_scores(flat, init: str = INIT) -> torch.Tensor:
-    """|w|, scaled as INIT says. Float32 whatever the weights' dtype: Adam's steps of 1e-4 would
-    vanish in bf16."""
-    a = flat.base.detach().abs().float()
-    if init == "global":
-        return a.clone()
-    if init == "tensor":
-        mean = a[flat.eligible].mean()
-        parts = [p * (mean / p[e].mean()) if e.any() else p.clone()
-                 for p, e in zip(a.split(flat.sizes), flat.eligible.split(flat.sizes))]
-        return torch.cat(parts)
-    raise ValueError(f"unknown score initialisation {init!r}: global or tensor")
+# The scores start at |w| on one scale for every tensor, so the first mask is exactly global magnitude's
+# (measured against each tensor's |w| rescaled to the global mean on LeNet-300-100, 4,000 decision images,
+# 90% removed in 3 counts: acceptance loss 0.466 against 0.645). No global factor: Adam's steps do not depend
+# on the gradient's scale, so a factor would only change the unit of the learning rate, and this keeps the
+# unit (weight units) in which the field note measured 1e-4.
+def initial_scores(flat) -> torch.Tensor:
+    """|w|, in float32 whatever the weights' dtype: Adam's steps of 1e-4 would vanish in bf16."""
+    return flat.base.detach().abs().float().clone()
 
 
 class Learner:
@@ -92,7 +81,7 @@ class Learner:
     target; compare passes its grid). `chunk`: batches between saved states."""
 
     def __init__(self, setup: Setup, out: Path, resume: bool = False, runtime: Runtime | None = None,
-                 on_step=None, counts: list[int] | None = None, chunk: int = CHUNK, init: str = INIT):
+                 on_step=None, counts: list[int] | None = None, chunk: int = CHUNK):
         self.setup, self.s, self.out = setup, setup.settings, Path(out)
         self.rt = runtime or Runtime(device=setup.device)
         self.on_step, self.chunk = on_step, max(1, int(chunk))
@@ -110,7 +99,7 @@ class Learner:
         n = len(setup.decision)
         self.per_epoch = math.ceil(n / self.s.batch_size)
         self.total = max(len(self.counts), math.ceil(self.s.learn_epochs * self.per_epoch))
-        self.scores = initial_scores(self.flat, init).requires_grad_(True)
+        self.scores = initial_scores(self.flat).requires_grad_(True)
         self.opt = torch.optim.Adam([self.scores], lr=self.s.learn_lr)
         # Position: counts recorded so far, batches trained so far (over the whole schedule), and the
         # sums of the current count's training objective.
