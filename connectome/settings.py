@@ -293,6 +293,9 @@ def job_schema(cls) -> dict:
                           ("below", "exclusiveMaximum")):
             if s.meta[key] is not None:
                 item[word] = s.meta[key]
+        if s.kind is int:  # what _scalar holds every integer to
+            item.setdefault("minimum", -INT64 - 1)
+            item.setdefault("maximum", INT64)
         choices = s.choices()
         if choices is not None:
             item["enum"] = list(choices)

@@ -102,7 +102,7 @@ def test_compare_settings_give_prune_settings_per_seed():
 def test_job_schema_lists_each_setting_with_its_range():
     schema = job_schema(PruneSettings)
     assert schema["additionalProperties"] is False and set(schema["required"]) == {"model", "remove"}
-    assert schema["properties"]["batch_size"] == {"type": "integer", "minimum": 1, "description":
+    assert schema["properties"]["batch_size"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description":
                                                   schema["properties"]["batch_size"]["description"], "default": 128}
     assert "connectome" in schema["properties"]["criterion"]["enum"]
 

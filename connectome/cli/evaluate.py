@@ -5,6 +5,7 @@ import click
 from connectome.device import resolve_device
 from connectome.errors import ConnectomeError
 from connectome.pruning.settings import PruneSettings
+from connectome.settings import INT64
 
 _SEED = next(s for s in PruneSettings.specs() if s.name == "seed")
 
@@ -29,8 +30,8 @@ def with_model_options(f):
 @click.option("--preprocess", multiple=True, metavar="KEY=VALUE",
               help="Override the model's eval preprocessing (timm data-config keys: input_size, interpolation, "
                    "mean, std, crop_pct, crop_mode), e.g. --preprocess crop_pct=1.0; repeatable.")
-@click.option("--eval-samples", type=click.IntRange(min=1), default=None, help="Evaluate a seeded subset of this size.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--eval-samples", type=click.IntRange(1, INT64), default=None, help="Evaluate a seeded subset of this size.")
+@click.option("--batch-size", type=click.IntRange(1, INT64), default=256, show_default=True)
 @click.option("--seed", type=click.IntRange(_SEED.meta["minimum"], _SEED.meta["maximum"]), default=0, show_default=True,
               help="Seed of the --eval-samples subset (the range of prune's --seed).")
 @click.option("--device", default="auto", show_default=True)
