@@ -13,6 +13,7 @@ levels/<L>/{mask,model}.safetensors and result.json, levels/<L>/<control>/ likew
 lottery.png; rewind.safetensors when rewinding, checkpoint.safetensors while a training runs.
 """
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from connectome.data import ImageTensors, load_dataset, subset
 from connectome.device import resolve_device
 from connectome.errors import ConnectomeError
 from connectome.evaluate import evaluate
-from connectome.io import save_state, write_text
+from connectome.io import folder_lock, save_state, write_text
 from connectome.lottery.controls import CONTROLS, derived_seed
 from connectome.lottery.networks import architecture, build, initial_state, layer_kinds
 from connectome.lottery.report import write_report
@@ -144,7 +145,19 @@ class Lottery:
     # --- one training --------------------------------------------------------------------------
 
     def train(self, level: int, arm: str) -> dict:
-        """Train one (level, arm), write its model and result.json; the result."""
+        """Train one (level, arm), write its model and result.json; the result. One process at a time
+        per run folder: two would train the same level and overwrite each other's training state (a
+        run of days is restarted by hand, in a new session, while the old process may still live)."""
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(folder_lock(self.out, wait=False))
+            except ConnectomeError:
+                raise ConnectomeError(f"{self.out} is being trained by another process: one process per run "
+                                      f"folder (start it again once that one stops; it resumes)") from None
+            done = self.result(level, arm)  # the other process may have finished it meanwhile
+            return done if done is not None else self._train(level, arm)
+
+    def _train(self, level: int, arm: str) -> dict:
         s, dev, test = self.s, self.device, self.data.test
         folder = self.folder(level, arm)
         model, mask = self.start_model(level, arm)

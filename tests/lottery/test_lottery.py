@@ -218,6 +218,16 @@ def test_the_same_settings_never_train_twice(idx_folder, tmp_path, monkeypatch):
         Lottery(replace(s, lr=1e-3), tmp_path / "run", progress=False)
 
 
+def test_a_second_process_on_the_same_folder_is_refused(idx_folder, tmp_path):
+    import fcntl
+    run = Lottery(tiny(idx_folder, levels=0), tmp_path / "run", progress=False)
+    with open(tmp_path / "run" / ".lock", "w") as held:  # what a first process holds while it trains
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ConnectomeError, match="being trained by another process"):
+            run.run()
+    assert run.run()[0]["level"] == 0  # once it is gone, the run goes on
+
+
 def test_cli_writes_csv_png_and_every_level(idx_folder, tmp_path):
     out = tmp_path / "run"
     args = [str(RECIPES / "lottery-lenet300-mnist.yaml"), "--data", f"mnist:{idx_folder}", "--levels", "2",
