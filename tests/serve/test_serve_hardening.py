@@ -39,7 +39,10 @@ def small(data_root, **kw):
 
 
 @pytest.mark.parametrize("change, message", [
+    ({"learn_lr": 1e300, "criterion": "learned"}, "learn_lr must be at most"),  # row 1, on the service
     ({"learn_epochs": 1e300, "criterion": "learned"}, "learn_epochs must be at most"),
+    ({"restore_cycles": 10**18}, "restore_cycles 1,000,000,000,000,000,000 steps"),
+    ({"calib_samples": 10**400}, "calib_samples must be an integer of 64 bits"),
     ({"learn_points": 10**9, "criterion": "learned"}, "learn_points 1,000,000,000 exceeds the 5,324 weights"),
     ({"batch_size": 10**18}, "batch_size 1,000,000,000,000,000,000 exceeds the 500 samples of the job's largest pass"),
     ({"batch_size": 1e18}, "batch_size must be an integer"),
