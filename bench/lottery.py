@@ -177,6 +177,25 @@ def phases(seeds: list[int], extra: list[str], net: Network = NETWORKS["lenet_30
     return out
 
 
+def in_progress(run: Lottery) -> str | None:
+    """The training a run folder holds a saved state of: which, how far, its validation so far."""
+    from connectome.io import read_metadata
+
+    path = run.out / "checkpoint.safetensors"
+    if not path.exists():
+        return None
+    meta = read_metadata(path)
+    (level, arm), state = json.loads(meta["job"]), json.loads(meta["run"])
+    line = (f"level {level} {arm}: iteration {state['iteration']:,} of {run.s.iterations:,} saved after "
+            f"{state['elapsed'] / 3600:.2f} h")
+    if state["evals"]:
+        it, loss, top1 = state["evals"][-1]
+        best = state["best"]
+        line += (f"; validation {top1:.2f}% (loss {loss:.4f}) at {it:,}, lowest loss {best[1]:.4f} "
+                 f"({best[2]:.2f}%) at {best[0]:,}")
+    return line
+
+
 def carried_over(path: Path, settings: dict) -> list[dict]:
     """The rows of an earlier results file with the same settings (the seed aside), each with the commit
     that trained it."""
@@ -206,6 +225,7 @@ def main():
     ap.add_argument("--iterations", type=int, default=None, help="Override the paper's length (smoke tests only).")
     ap.add_argument("--depth", type=int, default=None, help="Stop every phase at this level (smoke tests only).")
     ap.add_argument("--results", default=str(RESULTS), help="Folder of the results files.")
+    ap.add_argument("--status", action="store_true", help="Only say what each seed's run folder holds.")
     ap.add_argument("--replot", action="store_true", help="Only rewrite the results from the run folders.")
     ap.add_argument("--table", action="store_true", help="Print the README's table from the results file.")
     args = ap.parse_args()
@@ -271,6 +291,15 @@ def main():
                 "summary": summary(means), "means": means, "rows": by_seed,
             }, indent=1))
 
+    if args.status:
+        for seed in all_seeds:
+            run = Lottery(replace(base, seed=seed, levels=deepest, control_levels=list(range(1, deepest + 1))),
+                          progress=False)
+            done = [(lv, arm) for lv, arm in run.jobs() if run.result(lv, arm) is not None]
+            print(f"seed {seed} ({run.out}): {len(done)} trainings finished"
+                  + (f", the last level {done[-1][0]} {done[-1][1]}" if done else "")
+                  + f"; {in_progress(run) or 'no training in progress'}")
+        return
     if args.replot:
         write_all()
         return
