@@ -15,7 +15,7 @@ from pathlib import Path
 
 import connectome.data.paths as paths
 from connectome.data.cifar_files import (SPLITS, archive_digest, archive_listing, decode_split, folder_digest,
-                                         folder_listing, is_archive)
+                                         folder_listing, idle_workers, is_archive)
 from connectome.data.splits import Splits
 from connectome.data.tensors import ImageTensors
 from connectome.io import folder_lock, save_state
@@ -34,13 +34,13 @@ def _key(kind: str, digest: str) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def _decode(path: Path, listing) -> tuple[dict, float]:
-    t0 = time.time()
+def _decode(path: Path, listing) -> tuple[dict, float, int]:
+    t0, workers = time.time(), idle_workers()
     listing = listing or archive_listing(path)
     tensors = {}
     for split in SPLITS:
-        tensors[f"{split}.images"], tensors[f"{split}.labels"] = decode_split(listing[split], f"{path}:{split}")
-    return tensors, time.time() - t0
+        tensors[f"{split}.images"], tensors[f"{split}.labels"] = decode_split(listing[split], f"{path}:{split}", workers)
+    return tensors, time.time() - t0, workers
 
 
 def cifar10_images(path: str | Path) -> Splits:
@@ -58,11 +58,12 @@ def cifar10_images(path: str | Path) -> Splits:
                                                              file=sys.stderr))
             with lock:
                 if not file.exists():  # another process may have written it while this one waited
-                    tensors, seconds = _decode(path, listing)
+                    tensors, seconds, workers = _decode(path, listing)
                     save_state(file, tensors, {"format": FORMAT, "key": key, "source": str(path.resolve()),
-                                               "decode_seconds": f"{seconds:.1f}",
+                                               "decode_seconds": f"{seconds:.1f}", "decode_workers": workers,
                                                **{f"{s}_images": len(tensors[f"{s}.labels"]) for s in SPLITS}})
-                    print(f"decoded {path} once in {seconds:.1f} s into {file}", file=sys.stderr)
+                    print(f"decoded {path} once in {seconds:.1f} s ({workers} process{'es' if workers > 1 else ''}) "
+                          f"into {file}", file=sys.stderr)
         except OSError as e:  # a read-only or full cache: decode for this run alone
             print(f"cannot cache the decoded CIFAR-10 in {folder} ({e}); decoding for this run only", file=sys.stderr)
             tensors = tensors or _decode(path, listing)[0]

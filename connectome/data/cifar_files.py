@@ -140,11 +140,32 @@ def decode(source: object, where: str) -> np.ndarray:
     return np.asarray(rgb)
 
 
-def decode_split(files: list[tuple[int, str, object]], where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (N, 3, 32, 32) uint8, labels (N,) int64) in listing order."""
-    images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
-    for i, (label, name, source) in enumerate(files):
-        images[i] = decode(source, f"{where}/{CLASSES[label]}/{name}")
+def _decode_chunk(files: list[tuple[int, str, object]], where: str) -> np.ndarray:
+    return np.stack([decode(source, f"{where}/{CLASSES[label]}/{name}") for label, name, source in files])
+
+
+def idle_workers() -> int:
+    """Processes to decode with: the cores this process may use that the machine's load leaves idle,
+    one kept for the caller, at most 8. On a shared machine that is busy (the load at or above the
+    cores) it is 1: a pool would only take time from the jobs already running."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 1 - round(os.getloadavg()[0])))
+
+
+def decode_split(files: list[tuple[int, str, object]], where: str,
+                 workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (N, 3, 32, 32) uint8, labels (N,) int64) in listing order; in a pool of `workers`
+    processes (default: idle_workers()) when more than one is free."""
+    workers = idle_workers() if workers is None else workers
+    if workers > 1 and len(files) >= 2 * workers:
+        from concurrent.futures import ProcessPoolExecutor
+
+        size = -(-len(files) // (4 * workers))  # a few chunks per worker evens out their finishing times
+        chunks = [files[i:i + size] for i in range(0, len(files), size)]
+        with ProcessPoolExecutor(workers) as pool:
+            images = np.concatenate(list(pool.map(_decode_chunk, chunks, [where] * len(chunks))))
+    else:
+        images = _decode_chunk(files, where) if files else np.empty((0, 32, 32, 3), dtype=np.uint8)
     labels = torch.tensor([label for label, _, _ in files], dtype=torch.long)
     # Channel planes, as the binary release stores them.
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels

@@ -86,6 +86,16 @@ def test_the_second_run_reads_the_cache_and_a_changed_copy_does_not(tmp_path, mo
     assert len(list((tmp_path / "cache/cifar10-images").glob("*.safetensors"))) == 2
 
 
+def test_a_pool_of_processes_decodes_the_same_tensors(tmp_path):
+    expected = write_images(tmp_path / "c10", ".jpg")
+    listing = cifar_files.folder_listing(tmp_path / "c10")
+    for split in ("train", "test"):
+        one = cifar_files.decode_split(listing[split], split, workers=1)
+        two = cifar_files.decode_split(listing[split], split, workers=2)
+        assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1]) and torch.equal(one[0], expected[split][0])
+    assert 1 <= cifar_files.idle_workers() <= 8
+
+
 def test_a_missing_or_extra_class_is_refused_in_one_line(tmp_path):
     write_images(tmp_path / "c10")
     (tmp_path / "c10/train/cat").rename(tmp_path / "c10/train/kitten")
