@@ -114,11 +114,11 @@ def test_greedy_loop_cannot_rank_by_learned_and_settings_keep_digests():
         criteria.get("learned").scores("w", torch.ones(3), None, torch.Generator())
     learned = dict(model="lenet_300_100", remove="50%", criterion="learned")
     plain = PruneSettings(**learned)
-    assert plain.digest() == PruneSettings(**learned, learn_lr=1e-4, learn_epochs=10.0, learn_points=10).digest()
+    assert plain.digest() == PruneSettings(**learned, learn_lr=1e-4, learn_epochs=40.0, learn_points=10).digest()
     assert plain.digest() != PruneSettings(**learned, learn_lr=1e-3).digest()
-    # Runs learned at 10 epochs before the setting existed were named without it, and still are; 40 (the
-    # default for a while) enters the name.
-    assert "learn_epochs" not in plain.hashed() and "learn_epochs" in PruneSettings(**learned, learn_epochs=40.0).hashed()
+    # Runs learned before the default became 40 epochs were named without the setting, and still are.
+    before = PruneSettings(**learned, learn_epochs=10.0)
+    assert "learn_epochs" not in before.hashed() and "learn_epochs" in plain.hashed()
     # Selection on acceptance is the default now: a run named before it (no learn_select) is another run.
     assert plain.hashed()["learn_select"] is True
     assert "learn_select" not in PruneSettings(**learned, learn_select=False).hashed()
