@@ -120,6 +120,41 @@ def carry_over(path: Path, cs: CompareSettings, r: dict, out: Path) -> dict:
     return carried
 
 
+def merge(model: str, cs: CompareSettings, results: Path) -> None:
+    """The results file from the work folders of methods run side by side (`--methods A` and `--methods
+    B,C` at once, each in its own folder): their rows, dense row and per-layer cuts in one file and one
+    plot. Every folder must hold the same dense evaluation."""
+    import csv
+
+    folders = sorted(p for p in results.glob(f"quality-{model}-*") if (p / "compare.csv").is_file()
+                     and (p / "compare.json").is_file())
+    if not folders:
+        raise SystemExit(f"--merge: no finished work folder quality-{model}-* in {results}")
+    rows, layers, dense, start = [], {}, None, time.time()
+    for folder in folders:
+        part = json.loads((folder / "compare.json").read_text())
+        if dense is not None and abs(part["dense"]["loss"] - dense["loss"]) > 1e-6:
+            raise SystemExit(f"--merge: {folder.name} has another dense loss")
+        dense = part["dense"]
+        layers.update(part["layers"])
+        with open(folder / "compare.csv") as f:
+            rows += [{k: (v if k == "method" else int(v) if k in ("seed", "removed") else float(v))
+                      for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    summary = summarise(rows, dense, methods)
+    prunable = json.loads((results / f"quality-{model}.json").read_text())["prunable"] \
+        if (results / f"quality-{model}.json").exists() else None
+    out = folders[0]
+    write_outputs(out, rows, layers, dense, summary, cs, prunable)
+    for png in ("compare.png", "layers.png"):
+        shutil.copy(out / png, results / f"quality-{model}-{png}")
+    (results / f"quality-{model}.json").write_text(json.dumps({
+        "provenance": provenance(), "merged": [p.name for p in folders], "settings": cs.to_dict(),
+        "default": default_method(), "prunable": prunable, "dense": dense, "summary": summary, "rows": rows},
+        indent=2))
+    print(f"{model}: merged {', '.join(p.name for p in folders)} ({time.time() - start:.0f} s)\n{table(summary, dense)}")
+
+
 def default_method() -> str:
     """The method `prune` runs when none is named."""
     from connectome.pruning.settings import PruneSettings
@@ -137,6 +172,8 @@ def main():
     ap.add_argument("--carry", action="store_true",
                     help="Keep the rows of methods not run now from the existing results file (same data and grid), "
                          "each with the commit that measured it, so one plot shows every method.")
+    ap.add_argument("--merge", action="store_true",
+                    help="Write the results file from the work folders of methods run side by side, then stop.")
     args = ap.parse_args()
     import yaml
     overrides = {k.replace("-", "_"): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
@@ -152,6 +189,9 @@ def main():
         values.update(overrides)
         cs = CompareSettings.from_mapping(values, f"bench setup {model}")
         model = f"{model}-{args.tag}" if args.tag else model  # the result files' name
+        if args.merge:
+            merge(model, cs, results)
+            continue
         # The work folder (resumable run states) is the methods' own, so that two invocations on one model
         # (a slow method beside the others, --carry) never share or remove each other's runs.
         out = results / (f"quality-{model}" + (f"-{'+'.join(cs.methods)}" if args.methods else ""))
