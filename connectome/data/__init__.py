@@ -8,6 +8,8 @@ Splits, seeded subsets of them and batches.
     folders    image folders: folder:PATH (0..N-1), imagenet:PATH (wnid folders, ImageNet-1k indices)
     paths      the download cache and Debian's Fashion-MNIST
     decoded    an image folder's subsets decoded once into tensor files (--cache-calib)
+    cifar_files, cifar_cache   CIFAR-10 as image files (a folder or a .tar.gz), decoded once and cached
+    augment    random resized crops and flips of a batch (the learned mask's training views)
     datasets   the names above, for code that imports them from there
 """
 
