@@ -52,7 +52,7 @@ from connectome.data.tensors import ImageTensors
 from connectome.distributed import all_reduce_, barrier, is_main, rank_and_size
 from connectome.errors import ConnectomeError
 from connectome.evaluate import Metrics, evaluate
-from connectome.io import read_metadata, save_state, write_text
+from connectome.io import mark_folder, read_metadata, save_state, write_text
 from connectome.pruning.setup import Runtime, Setup
 from connectome.pruning.state import FILE
 
@@ -338,6 +338,7 @@ class Learner:
                 "prunable": self.prunable}
         meta = {"kind": KIND, "settings": json.dumps(asdict(self.s), sort_keys=True), "digest": self.s.digest(),
                 "loop": json.dumps(loop), "log": json.dumps(self.log)}
+        mark_folder(self.out)  # a run started from the library is a run folder too: --resume takes it
         save_state(self.out / FILE, tensors, meta)
 
     def _load(self, path: Path) -> None:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from connectome.errors import ConnectomeError
-from connectome.io import read_metadata
+from connectome.io import mark_folder, read_metadata
 from connectome.pruning.mask import Mask
 
 FILE = "state.safetensors"
@@ -33,6 +33,7 @@ class LoopState:
         loop = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "log"}
         meta = {"settings": json.dumps(asdict(settings), sort_keys=True), "digest": settings.digest(),
                 "loop": json.dumps(loop), "log": json.dumps(self.log)}
+        mark_folder(path.parent)  # a run started from the library is a run folder too: --resume takes it
         mask.save(path, meta)
 
     @classmethod

@@ -266,13 +266,21 @@ def test_runtime_options_change_no_decision(tmp_path, monkeypatch, idx_folder):
     assert compiled.loss != pytest.approx(plain.log[0]["accept_loss"], rel=1e-3)
 
 
-def test_runtime_flags_do_not_block_a_resume(finished_run):
-    """--channels-last, --workers and --compile change no decision: they are not settings of the run."""
-    before = Mask.load(finished_run / "mask.safetensors")
-    r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--remove", "12345", "--out", str(finished_run), "--resume",
+def test_runtime_flags_do_not_block_a_resume(finished_run, tmp_path):
+    """--channels-last, --workers and --eval-every change no decision: a run stopped short resumes with
+    them and ends at the mask of the run made without them."""
+    from connectome.pruning.learned import Learner
+
+    s = PruneSettings(model="lenet_300_100", remove="12345", calib_samples=1000, eval_samples=500, batch_size=100,
+                      device="cpu")
+    stopped = tmp_path / "stopped"
+    first = Learner(prepare(s), stopped, runtime=QUIET, chunk=2)
+    first.run(max_chunks=1)  # two batches into the first count: nothing recorded yet but the dense row
+    assert first.pos["point"] == 0 and not (stopped / "mask.safetensors").exists()
+    r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--remove", "12345", "--out", str(stopped), "--resume",
                                   "--eval-every", "2", "--channels-last", "--workers", "1", *FAST])
     assert r.exit_code == 0, r.output
-    assert Mask.load(finished_run / "mask.safetensors") == before
+    assert Mask.load(stopped / "mask.safetensors") == Mask.load(finished_run / "mask.safetensors")
 
 
 def test_a_harmless_smallest_step_is_kept(tmp_path):
