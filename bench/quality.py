@@ -207,6 +207,8 @@ def main():
             "default": default_method(),
             "wall_seconds": seconds, "prunable": r["prunable"], "dense": r["dense"], "summary": r["summary"],
             "rows": r["rows"]}, indent=2))
+        for log in sorted((out / "runs").glob("*/log.jsonl")):  # an iterative run's steps and checks are results
+            shutil.copy(log, results / f"quality-{model}-{log.parent.name}-log.jsonl")
         shutil.rmtree(out / "runs", ignore_errors=True)  # resumable state, not results
 
 
