@@ -3,6 +3,9 @@
 SQLite is the embedded default (nothing to install) and its transactions are atomic, so a server
 killed at any moment finds every job as last committed. Points are the accepted steps of a run, copied
 from its run folder as they appear; the run folder stays the source of truth for the result.
+
+The file records its schema version (`PRAGMA user_version`); opening it applies the migrations from
+that version to `VERSION`, each in its own transaction, so a server's database follows the code.
 """
 
 import json
@@ -11,15 +14,16 @@ import threading
 import time
 from pathlib import Path
 
+from connectome.errors import ConnectomeError
+
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
+JOBS = """
+CREATE TABLE {name} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     command TEXT NOT NULL,
     spec TEXT NOT NULL,           -- the validated settings as JSON, with nproc_per_node (what the worker runs)
-    argv TEXT NOT NULL,           -- unused ("[]"): jobs of earlier servers kept `prune` arguments here
     model TEXT NOT NULL,          -- as resolved (the body may have named only a recipe)
     remove TEXT NOT NULL,
     state TEXT NOT NULL,
@@ -38,13 +42,67 @@ CREATE TABLE IF NOT EXISTS jobs (
     eval_top1 REAL,
     eval_loss REAL
 );
-CREATE TABLE IF NOT EXISTS points (
+"""
+POINTS = """
+CREATE TABLE points (
     job INTEGER NOT NULL REFERENCES jobs(id),
     step INTEGER NOT NULL,
     point TEXT NOT NULL,
     PRIMARY KEY (job, step)
 );
 """
+
+
+def _drop_argv(db: sqlite3.Connection) -> None:
+    """2: the `argv` column held "[]" for every job since jobs became settings."""
+    if sqlite3.sqlite_version_info >= (3, 35, 0):
+        db.execute("ALTER TABLE jobs DROP COLUMN argv")
+        return
+    # Older SQLite has no DROP COLUMN: copy into a table of the new shape and put it in the old one's
+    # place. Ids are kept, and AUTOINCREMENT goes on after the largest (jobs are never deleted).
+    db.execute(JOBS.format(name="jobs_v2"))
+    columns = ", ".join(r[1] for r in db.execute("PRAGMA table_info(jobs)") if r[1] != "argv")
+    db.execute(f"INSERT INTO jobs_v2 ({columns}) SELECT {columns} FROM jobs")
+    db.execute("DROP TABLE jobs")
+    db.execute("ALTER TABLE jobs_v2 RENAME TO jobs")
+
+
+# MIGRATIONS[i] takes a database of version i + 1 to version i + 2. Version 1 is the schema of the
+# servers before versions were recorded (they left user_version at 0).
+MIGRATIONS = [_drop_argv]
+VERSION = len(MIGRATIONS) + 1
+
+
+def _version(db: sqlite3.Connection) -> int:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0 and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone():
+        return 1
+    return version
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the database to VERSION, one step per transaction (a server killed between steps
+    continues from the last one committed). A database of a later version is left as it is."""
+    while True:
+        db.execute("BEGIN IMMEDIATE")  # another server opening the same file waits, then sees our version
+        try:
+            version = _version(db)
+            if version > VERSION:
+                raise ConnectomeError(f"{path} holds jobs of schema version {version}; this connectome knows up "
+                                      f"to {VERSION}: upgrade connectome or choose another --root")
+            if version == VERSION:
+                db.execute("COMMIT")
+                return
+            if version == 0:  # a new file
+                db.execute(JOBS.format(name="jobs"))
+                db.execute(POINTS)
+            else:
+                MIGRATIONS[version - 1](db)
+            db.execute(f"PRAGMA user_version = {VERSION if version == 0 else version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
 
 class JobStore:
@@ -54,9 +112,12 @@ class JobStore:
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.lock = threading.Lock()
-        with self.lock:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+        try:
+            _migrate(self.db, path)
+        except BaseException:
+            self.db.close()
+            raise
+        self.db.execute("PRAGMA journal_mode=WAL")  # after the version check: a refused file is left unchanged
 
     def _exec(self, sql: str, args=()) -> list[sqlite3.Row]:
         with self.lock:
@@ -64,8 +125,8 @@ class JobStore:
 
     def add(self, command: str, spec: dict, model: str, remove: str) -> int:
         with self.lock:
-            cur = self.db.execute("INSERT INTO jobs (command, spec, argv, model, remove, state, created) "
-                                  "VALUES (?, ?, '[]', ?, ?, 'queued', ?)",
+            cur = self.db.execute("INSERT INTO jobs (command, spec, model, remove, state, created) "
+                                  "VALUES (?, ?, ?, ?, 'queued', ?)",
                                   (command, json.dumps(spec, allow_nan=False), model, remove, time.time()))
             return cur.lastrowid
 
