@@ -60,7 +60,7 @@ def write_v1(path, specs=None) -> dict[str, int]:
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA_V1)
     ids = {}
-    for name, state in (("done", "queued"), ("failed", "queued"), ("queued", "queued")):
+    for name in ("done", "failed", "queued"):
         ids[name] = db.execute("INSERT INTO jobs (command, spec, argv, model, remove, state, created) "
                                "VALUES (?, ?, '[]', ?, ?, 'queued', ?)",
                                ("prune", (specs or {}).get(name, spec()), "lenet_300_100", "1%",
