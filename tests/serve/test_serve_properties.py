@@ -1,10 +1,15 @@
 """Property test of job validation, with the app in-process (no server, no scheduler): for every
 field a job may carry, generated bad values (wrong types, non-finite numbers, values out of the
 field's range or choices, NUL characters) are refused with a 4xx that names the field, and no job
-is stored."""
+is stored; the values at the edges of each range, and each choice, are accepted.
+
+What each field accepts is written out below, not read from the settings' metadata: the validator
+reads that metadata, so values built from it would follow a wrong bound instead of catching it."""
 
 import json
 import math
+import re
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,7 +25,57 @@ from connectome.serve.app import create_app  # noqa: E402
 from connectome.serve.spec import Policy  # noqa: E402
 
 TOKEN = "t" * 32
-FIELDS = {s.name: s for s in PruneSettings.specs() if s.meta["server"]}
+# Every field a job may carry: its type ("?": null allowed, "list": a list of them) and, for numbers,
+# the interval it accepts ("[" and "]" include the end, "(" and ")" exclude it; an empty end: no bound).
+ACCEPTS = {
+    "model": "str", "remove": "str", "data": "str?", "weights": "str?", "weights_file": "str?",
+    "preprocess": "str list", "include": "str list", "exclude": "str list", "pattern": "str?",
+    "device": "str", "cache_calib": "str?",
+    "criterion": ["magnitude", "random", "taylor", "fisher", "dloss", "connectome", "wanda", "wanda_row", "learned"],
+    "confidence": "float [0, )", "calib_samples": "int [4, )", "accept_fraction": "float (0, 1)",
+    "eval_samples": "int? [1, )", "batch_size": "int [1, )",
+    "step": "float (0, 1]", "max_step": "float (0, 1]", "min_step": "float (0, 1]",
+    "grow": "float [1, )", "shrink": "float (0, 1)", "tolerance": "float [0, )", "loss_budget": "float [0, )",
+    "max_top1_drop": "float? [0, )", "label_smoothing": "float [0, 1)", "restore_cycles": "int [0, )",
+    "restore_fraction": "float (0, 1]", "seed": "int [0, 2147483647]", "ratio_hold": "float [0, )",
+    "unit_share": "float? (0, 1]", "eval_every": "int [1, )", "workers": "int? [0, 2]",
+    "keep_descents": "bool", "descent_keeps_top1": "bool", "unknown_last": "bool", "headroom": "bool",
+    "pace": "bool", "amp": "bool", "compile": "bool", "channels_last": "bool?",
+    "learn_lr": "float (0, 1]", "learn_epochs": "float (0, 1000]", "learn_points": "int [1, )",
+    "learn_select": "bool", "learn_check": "float (0, 1000]", "learn_patience": "int [1, 1000]",
+    "learn_augment": "bool?",
+}
+# Set together to one value when one of them is tried at an edge: min_step <= step <= max_step.
+STEPS = ("min_step", "step", "max_step")
+# Open ends tried further in than the nearest float: accept_fraction just below 1 leaves the
+# statistics no calibration samples, which another check refuses.
+INSIDE = {("accept_fraction", 1): 0.999}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: type
+    optional: bool = False
+    is_list: bool = False
+    low: float | None = None
+    low_in: bool = True  # the low end itself is accepted
+    high: float | None = None
+    high_in: bool = True
+    choices: tuple | None = None
+
+
+def field(name: str, accepts) -> Field:
+    if isinstance(accepts, list):
+        return Field(name, str, choices=tuple(accepts))
+    m = re.fullmatch(r"(str|bool|int|float)(\?)?( list)?(?: ([\[(])(\S*), (\S*)([\])]))?", accepts)
+    kind, optional, is_list, lo_mark, low, high, hi_mark = m.groups()
+    number = int if kind == "int" else float
+    return Field(name, {"str": str, "bool": bool, "int": int, "float": float}[kind], bool(optional), bool(is_list),
+                 number(low) if low else None, lo_mark == "[", number(high) if high else None, hi_mark == "]")
+
+
+FIELDS = {name: field(name, accepts) for name, accepts in ACCEPTS.items()}
 SERVER_KEYS = ("command", "nproc_per_node", "recipe")
 # Strings that some fields accept as valid whatever their text is not generated for them; only
 # wrong types, NUL characters and (for choices) names outside the choices are.
@@ -28,45 +83,68 @@ OTHER = st.one_of(st.dictionaries(st.text(max_size=3), st.integers(), max_size=2
 NUL_TEXT = st.text(max_size=8).map(lambda t: t + "\0")
 
 
-def bad_scalar(spec) -> st.SearchStrategy:
+def test_every_field_a_job_may_carry_is_listed_here():
+    assert sorted(s.name for s in PruneSettings.specs() if s.meta["server"]) == sorted(ACCEPTS)
+
+
+def bad_scalar(f: Field) -> st.SearchStrategy:
     """Values that the field refuses as one scalar (a list's item)."""
-    m = spec.meta
-    if spec.kind is bool:
+    if f.kind is bool:
         options = [st.integers(), st.floats(), st.text(max_size=5)]
-    elif spec.kind is int:
+    elif f.kind is int:
         options = [st.floats(), st.text(max_size=5), st.booleans()]
-        if m["minimum"] is not None:
-            options.append(st.integers(max_value=math.ceil(m["minimum"]) - 1))
-        if m["maximum"] is not None:
-            options.append(st.integers(min_value=math.floor(m["maximum"]) + 1))
-    elif spec.kind is float:
-        options = [st.text(max_size=5), st.booleans(), st.sampled_from([math.nan, math.inf, -math.inf])]
+        if f.low is not None:
+            options.append(st.integers(max_value=f.low - 1))
+        if f.high is not None:
+            options.append(st.integers(min_value=f.high + 1))
+    elif f.kind is float:
         finite = dict(allow_nan=False, allow_infinity=False)
-        if m["minimum"] is not None:
-            options.append(st.floats(max_value=m["minimum"], exclude_max=True, **finite))
-        if m["above"] is not None:
-            options.append(st.floats(max_value=m["above"], **finite))
-        if m["maximum"] is not None:
-            options.append(st.floats(min_value=m["maximum"], exclude_min=True, **finite))
-        if m["below"] is not None:
-            options.append(st.floats(min_value=m["below"], **finite))
+        options = [st.text(max_size=5), st.booleans(), st.sampled_from([math.nan, math.inf, -math.inf])]
+        if f.low is not None:
+            options.append(st.floats(max_value=f.low, exclude_max=f.low_in, **finite))
+        if f.high is not None:
+            options.append(st.floats(min_value=f.high, exclude_min=f.high_in, **finite))
     else:
         # An integer `remove` is read as a count: only counts that are no counts are bad.
-        options = [st.integers(max_value=0) if spec.name == "remove" else st.integers(), st.floats(),
+        options = [st.integers(max_value=0) if f.name == "remove" else st.integers(), st.floats(),
                    st.booleans(), NUL_TEXT]
-        choices = spec.choices()
-        if choices is not None:
-            options.append(st.text(max_size=12).filter(lambda t: t not in choices))
+        if f.choices is not None:
+            options.append(st.text(max_size=12).filter(lambda t: t not in f.choices))
     return st.one_of(*options, OTHER)
 
 
-def bad_value(spec) -> st.SearchStrategy:
-    if spec.is_list:  # a string is a comma-separated list: only other types, or bad items, are bad
+def bad_value(f: Field) -> st.SearchStrategy:
+    if f.is_list:  # a string is a comma-separated list: only other types, or bad items, are bad
         value = st.one_of(st.integers(), st.floats(), st.booleans(), OTHER,
-                          st.lists(bad_scalar(spec), min_size=1, max_size=3))
+                          st.lists(bad_scalar(f), min_size=1, max_size=3))
     else:
-        value = st.one_of(bad_scalar(spec), st.lists(st.integers(), max_size=2))
-    return st.one_of(value, st.none()) if not spec.optional else value
+        value = st.one_of(bad_scalar(f), st.lists(st.integers(), max_size=2))
+    return st.one_of(value, st.none()) if not f.optional else value
+
+
+def beside(f: Field, end, way: int):
+    """The next value of the field's type after `end`, up (way 1) or down (-1)."""
+    return end + way if f.kind is int else math.nextafter(end, way * math.inf)
+
+
+def edges(f: Field) -> list:
+    """The accepted values nearest each end of the field's range."""
+    out = []
+    if f.low is not None:
+        out.append(f.low if f.low_in else beside(f, f.low, 1))
+    if f.high is not None:
+        out.append(f.high if f.high_in else INSIDE.get((f.name, f.high), beside(f, f.high, -1)))
+    return out
+
+
+def outside(f: Field) -> list[tuple]:
+    """The refused values nearest each end of the field's range, each with the refusal it gets."""
+    out = []
+    if f.low is not None:
+        out.append((beside(f, f.low, -1), f"at least {f.low:g}") if f.low_in else (f.low, f"above {f.low:g}"))
+    if f.high is not None:
+        out.append((beside(f, f.high, 1), f"at most {f.high:g}") if f.high_in else (f.high, f"below {f.high:g}"))
+    return out
 
 
 BAD_SERVER_KEYS = {
@@ -111,6 +189,31 @@ def test_generated_bad_values_are_refused_naming_the_field(app):
         assert len(app.state.store.all()) == stored
 
     refused()
+
+
+def test_the_edges_of_each_range_and_each_choice_are_accepted():
+    """By the settings' validation itself: a job at an edge can be one this server refuses for its
+    size (calib_samples 4 with the default batch_size), which is not a bound."""
+    tried = 0
+    for f in FIELDS.values():
+        for value in edges(f) if f.kind in (int, float) else f.choices or ():
+            together = {n: value for n in STEPS} if f.name in STEPS else {}
+            s = PruneSettings.from_mapping({"model": "lenet_300_100", "remove": "1%", **together, f.name: value})
+            assert getattr(s, f.name) == value
+            tried += 1
+    assert tried == 40 + 9  # every end written in ACCEPTS, and every choice
+
+
+def test_just_outside_each_range_is_refused_naming_the_field(app):
+    """Where the generated values may miss a bound loosened by one, these do not; and the refusal is
+    the bound's own (calib_samples 3 is refused by a check across fields too, whatever its bound)."""
+    client = TestClient(app)
+    stored = len(app.state.store.all())
+    for f in FIELDS.values():
+        for value, bound in outside(f):
+            r = post(client, {**app.base, f.name: value})
+            assert r.status_code == 400 and f"{f.name} must be {bound}, got" in r.json()["detail"], (f.name, r.text)
+    assert len(app.state.store.all()) == stored
 
 
 def test_unknown_fields_are_named(app):
