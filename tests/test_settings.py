@@ -54,13 +54,22 @@ def test_values_are_normalised():
     assert isinstance(Toy.from_mapping({"name": "a", "rate": 0}.__class__({"name": "a"})).rate, float)
 
 
-def test_runtime_and_later_settings_stay_out_of_the_digest():
-    a = Toy(name="a")
-    assert "every" not in a.hashed() and "extra" not in a.hashed()
-    assert Toy(name="a", every=9).digest() == a.digest()
-    assert Toy(name="a", extra=1.0).digest() != a.digest()  # a later setting counts once it is used
-    assert Toy(name="a", count=4).digest() != a.digest()
-    assert Toy(name="a").diff({**a.hashed(), "count": 7}) == ["count"]
+@dataclass
+class Later(Toy):
+    # Added after runs were named, with a default other than what those runs behaved as.
+    mode: str = setting("new", "a mode", hashed_when_set=True, legacy="old")
+
+
+def test_runtime_and_later_settings_enter_the_digest_only_when_they_decide():
+    decides = {"name": "a", "count": 3, "rate": 0.5, "tags": [], "limit": None}  # Toy(name="a"), written out
+    assert Toy(name="a").hashed() == decides  # extra at its legacy value (its default) stays out
+    assert Toy(name="a", every=9).hashed() == decides  # a runtime setting never enters
+    assert Toy(name="a", extra=1.0).hashed() == {**decides, "extra": 1.0}  # a later setting, once used
+    assert Later(name="a", mode="old", every=9).hashed() == decides  # at its legacy value: earlier runs' digest
+    assert Later(name="a").hashed() == {**decides, "mode": "new"}  # the new default is no legacy value
+    assert Later(name="a", mode="old").digest() == Toy(name="a").digest() != Later(name="a").digest()
+    assert Toy(name="a", count=4).digest() != Toy(name="a").digest()
+    assert Toy(name="a").diff({**decides, "count": 7}) == ["count"]
 
 
 def test_prune_digest_is_the_one_runs_were_named_with():
