@@ -1,5 +1,5 @@
-"""Model specs: a name resolves, through the registry of sources, to a module, its evaluation
-transforms and the record of its weights (`Provenance`).
+"""Model specs: a name resolves, through its source (connectome.models.sources), to a module, its
+evaluation transforms and the record of its weights (`Provenance`).
 
     mobilenet_v3_large            torchvision, DEFAULT weights (or --weights IMAGENET1K_V1, ...)
     timm:mobilenetv3_large_100.ra_in1k
@@ -13,25 +13,16 @@ a download.
 from dataclasses import replace
 
 from connectome.errors import ConnectomeError, reason
-import connectome.models.sources  # noqa: F401  (registers every source)
 from connectome.models.files import (REFERENCE_WEIGHTS, WEIGHTS_DIR, check_finite, file_sha256,  # noqa: F401
                                      load_weights, read_state_file, state_sha256)
+from connectome.models.loaded import LoadedModel
 from connectome.models.preprocess import data_config, eval_transform
-from connectome.models.registry import SOURCES, LoadedModel, Source
-from connectome.models.sources.torchvision import torchvision_names  # noqa: F401
-
-
-def source_of(spec: str) -> Source:
-    """The first registered source that claims `spec`."""
-    for source in SOURCES.values():
-        if source.claims(spec):
-            return source
-    raise ConnectomeError(f"unknown model {spec!r}: see `connectome models` (torchvision names, "
-                          f"timm:NAME, reference models, or package.module:function)")
+from connectome.models.source import source_of
+import connectome.models.sources  # noqa: F401  (registers every source)
 
 
 def model_kind(spec: str) -> str:
-    """Which source a spec names: timm, reference, lite0, torchvision or user (code to import)."""
+    """Which source a spec names (its kind): timm, reference, lite0, torchvision or user."""
     return source_of(spec).kind
 
 
@@ -47,7 +38,7 @@ def load_model(spec: str, weights: str | None = None, weights_file: str | None =
     except ConnectomeError:
         raise
     except Exception as e:
-        if source.kind != "user":
+        if not source.imports_code:
             raise
         # A user's builder is their code: whatever it raised is a fact about their spec, on one line.
         raise ConnectomeError(f"model {spec}: building it failed ({type(e).__name__}: {reason(e)})") from None

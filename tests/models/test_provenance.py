@@ -15,7 +15,7 @@ def _save(module, path):
 
 
 def test_registry_matches_specs_in_order():
-    assert list(SOURCES) == ["timm", "reference", "lite0", "torchvision", "user"]
+    assert list(SOURCES) == ["reference", "lite0", "torchvision", "timm", "user"]  # as `connectome models` lists them
     for spec, kind in (("timm:resnet10t", "timm"), ("lenet_300_100", "reference"), ("efficientnet_lite0", "lite0"),
                        ("mobilenet_v3_large", "torchvision"), ("pkg.mod:build", "user")):
         assert model_kind(spec) == kind

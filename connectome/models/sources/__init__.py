@@ -1,5 +1,6 @@
-"""The model sources, one short module each, registered on import in the order specs are matched:
-timm:NAME first (its colon would otherwise read as user code), the project's names, torchvision's
-names, and last package.module:function."""
+"""The model sources, one module each: a `Source` subclass (connectome.models.source) decorated with
+`@register_source`. Importing this package registers them all, by the line below; a new source is
+one module here plus its name on that line, whose order is the order `connectome models` lists them
+in (specs are matched whatever the order, the user-code fallback last)."""
 
-from connectome.models.sources import timm, reference, lite0, torchvision, user  # noqa: F401  (order matters)
+from connectome.models.sources import reference, lite0, torchvision, timm, user  # noqa: F401  (registers them)

@@ -9,9 +9,10 @@ from torch import nn
 
 from connectome.errors import ConnectomeError
 from connectome.models.files import load_weights, read_state_file
+from connectome.models.loaded import LoadedModel
 from connectome.models.preprocess import data_config, eval_transform
 from connectome.models.provenance import Provenance
-from connectome.models.registry import LoadedModel, register_source
+from connectome.models.source import Source, register_source
 
 
 def build(spec: str) -> nn.Module:
@@ -26,11 +27,26 @@ def build(spec: str) -> nn.Module:
     return model
 
 
-@register_source("user", lambda spec: ":" in spec, "package.module:function returning an nn.Module (with --weights-file)")
-def load(spec: str, weights_file: str | None = None, pretrained: bool = True, weights: str | None = None) -> LoadedModel:
-    model = build(spec)
-    if weights_file:
-        load_weights(model, read_state_file(weights_file), weights_file)
-    config = data_config(model)
-    return LoadedModel(model, spec, Provenance("user", spec, spec, weights_file), eval_transform(config),
-                       data_config=config)
+@register_source
+class User(Source):
+    kind = "user"
+    about = "package.module:function returning an nn.Module (with --weights-file)"
+    spelling = "package.module:function"
+    label_prefix = "builder:"
+    imports_code = True
+    fallback = True  # any spec with a colon: other sources' colon specs (timm:) are theirs
+
+    def claims(self, spec: str) -> bool:
+        return ":" in spec
+
+    def load(self, spec, weights_file=None, pretrained=True, weights=None) -> LoadedModel:
+        model = build(spec)
+        if weights_file:
+            load_weights(model, read_state_file(weights_file), weights_file)
+        config = data_config(model)
+        return LoadedModel(model, spec, Provenance(self.kind, spec, spec, weights_file), eval_transform(config),
+                           data_config=config)
+
+    def listing(self, full=False):
+        return [f"Your own: {self.about}; it may declare its preprocessing as timm's "
+                f"pretrained_cfg (default: torchvision's ImageNet eval)."]
