@@ -24,16 +24,18 @@ from connectome.sizes import parse_count
 
 def check(s, policy: Policy, nproc: int) -> None:
     """Raise ConnectomeError naming the field when the settings `s` cannot run on this server."""
-    from connectome.models.load import model_kind
+    from connectome.models.load import source_of
 
     _check_device(s.device, policy.gpus, nproc)
-    kind = model_kind(s.model)
-    if s.weights and kind != "torchvision":
+    source = source_of(s.model)
+    if s.weights and not source.named_weights:
         raise ConnectomeError(f"{SOURCE}: weights names torchvision weights; use weights_file for other models")
     if s.weights_file and not Path(s.weights_file).is_file():
         raise ConnectomeError(f"{SOURCE}: weights_file {s.weights_file} is not a file")
-    _check_weights(s.model, kind, s.weights_file)
-    sizes = _check_data(s, kind)
+    missing = None if s.weights_file else source.weights_missing(s.model)
+    if missing:
+        raise ConnectomeError(f"{SOURCE}: model {s.model} needs weights_file on this server: {missing}")
+    sizes = _check_data(s, source.dataset(s.model))
     prunable = prunable_count(s.model, s.weights, tuple(s.include), tuple(s.exclude))
     if prunable == 0:
         raise ConnectomeError(f"{SOURCE}: include/exclude leave no prunable weights in {s.model}")
@@ -67,23 +69,6 @@ def _check_device(device: str, gpus: int, nproc: int) -> None:
 
 # --- model ------------------------------------------------------------------------------------------
 
-def _check_weights(model: str, kind: str, weights_file: str | None) -> None:
-    """Weights that the run would not find, when the server can tell without a download."""
-    if weights_file:
-        return
-    if kind == "reference":
-        from connectome.models.load import REFERENCE_WEIGHTS
-        if not (REFERENCE_WEIGHTS / f"{model}.safetensors").is_file():
-            raise ConnectomeError(f"{SOURCE}: model {model} has no trained weights on this server: "
-                                  f"give weights_file")
-    if kind == "lite0":
-        from connectome.models import efficientnet_lite0 as lite0
-        try:
-            lite0.weights_path()
-        except ImportError as e:
-            raise ConnectomeError(f"{SOURCE}: model {model}: {e} on the server, or give weights_file") from None
-
-
 def prunable_count(model: str, weights: str | None, include: tuple = (), exclude: tuple = ()) -> int | None:
     """Weights of the conv and linear layers that include/exclude select (the run's prunable count,
     or more where a base weight is exactly zero); None where the server cannot build the model."""
@@ -101,9 +86,12 @@ def architecture(model: str, weights: str | None):
     a user's code (never imported by the server) or a model that does not build here."""
     import torch
 
-    from connectome.models.load import model_kind
+    from connectome.models.load import source_of
 
-    build = _builder(model, model_kind(model), weights)
+    try:
+        build = source_of(model).architecture(model, weights)
+    except ConnectomeError as e:
+        raise ConnectomeError(f"{SOURCE}: weights {weights!r}: {e}") from None
     if build is None:
         return None
     try:
@@ -121,39 +109,13 @@ def architecture(model: str, weights: str | None):
         return None
 
 
-def _builder(model: str, kind: str, weights: str | None):
-    if kind == "reference":
-        from connectome.models.reference import ARCHITECTURES
-        return ARCHITECTURES[model].build
-    if kind == "lite0":
-        from connectome.models.efficientnet_lite0 import ARCH
-        import timm
-        return lambda: timm.create_model(ARCH, pretrained=False)
-    if kind == "timm":
-        import timm
-        return lambda: timm.create_model(model[5:], pretrained=False)
-    if kind == "torchvision":
-        from torchvision.models import get_model
-
-        from connectome.models.sources.torchvision import weights_entry
-
-        try:
-            w = weights_entry(model, weights)
-        except ConnectomeError as e:
-            raise ConnectomeError(f"{SOURCE}: weights {weights!r}: {e}") from None
-        return lambda: get_model(model, weights=None, num_classes=len(w.meta["categories"]))
-    return None  # a user's builder: the server imports no code to count
-
-
 # --- data -------------------------------------------------------------------------------------------
 
-def _check_data(s, model_kind: str) -> tuple[int, int] | None:
-    data = s.data
+def _check_data(s, own_data: str | None) -> tuple[int, int] | None:
+    """`own_data`: the data the model was made for, which a job without `data` runs on."""
+    data = s.data if s.data is not None else own_data
     if data is None:
-        if model_kind != "reference":
-            raise ConnectomeError(f"{SOURCE}: data is required for {s.model} (e.g. imagenet:/path/to/imagenet)")
-        from connectome.models.reference import ARCHITECTURES
-        data = ARCHITECTURES[s.model].dataset
+        raise ConnectomeError(f"{SOURCE}: data is required for {s.model} (e.g. imagenet:/path/to/imagenet)")
     parsed = data_kind(data)
     if parsed is None:
         from connectome.data import KINDS

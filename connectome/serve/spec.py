@@ -92,16 +92,16 @@ def not_for_jobs(cls) -> set[str]:
 
 
 def check_model(model: str, policy: Policy) -> None:
-    from connectome.models.load import model_kind
+    from connectome.models.load import source_of
 
-    kind = model_kind(model)  # unknown names: ConnectomeError "unknown model ..."
-    if kind == "user" and not policy.allow_user_code:
+    source = source_of(model)  # unknown names: ConnectomeError "unknown model ..."
+    if source.imports_code and not policy.allow_user_code:
         raise ConnectomeError(f"{SOURCE}: model {model!r} imports code, which this server refuses "
                               f"(start it with --allow-user-code)")
-    if kind == "timm":
-        import timm
-        if not timm.is_model(model[5:].split(".")[0]):
-            raise ConnectomeError(f"{SOURCE}: unknown timm model {model[5:]!r} (see `connectome models --timm`)")
+    try:
+        source.check_name(model)
+    except ConnectomeError as e:
+        raise ConnectomeError(f"{SOURCE}: {e}") from None
 
 
 def under_roots(path: str, roots) -> bool:
