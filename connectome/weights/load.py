@@ -3,24 +3,13 @@
 import functools
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from connectome.errors import ConnectomeError
-from connectome.models.load import load_model, load_weights, state_sha256
+from connectome.models.load import load_model, load_weights, source_of, state_sha256
+from connectome.models.provenance import named_weights
 from connectome.weights.download import _fetch
-from connectome.weights.publish import _torchvision_weights
 from connectome.weights.registry import Weights, get_entry, resolve
-
-
-def _default_transforms(base_model: str):
-    """The reference models take `ToTensor()` images of their own size and normalise inside."""
-    from torchvision.transforms import v2 as T
-    from connectome.models.reference import ARCHITECTURES
-
-    channels, height, _ = ARCHITECTURES[base_model].input_shape
-    return T.Compose([T.Grayscale(1) if channels == 1 else T.RGB(), T.Resize(height, antialias=True),
-                      T.CenterCrop(height), T.PILToTensor(), T.ToDtype(torch.float32, scale=True)])
 
 
 def _same(x):
@@ -63,7 +52,7 @@ def load(name: str, registry: str | Path | None = None, via: str = "model",
     spec = entry["base"]["model"]
     path = _fetch(name, entry["mask"] if via == "mask" else entry, base, progress)
     if via == "model":
-        loaded = load_model(spec, weights=_torchvision_weights(entry["base"]["weights"]), weights_file=str(path))
+        loaded = load_model(spec, weights=named_weights(entry["base"]["weights"]), weights_file=str(path))
     else:
         loaded = load_model(spec, **_base_source(entry, base_weights_file))
         base_state = {k: v.detach() for k, v in loaded.module.state_dict().items()}
@@ -74,7 +63,7 @@ def load(name: str, registry: str | Path | None = None, via: str = "model",
     if state_sha256(loaded.module.state_dict()) != entry["state_sha256"]:
         raise ConnectomeError(f"{name}: the loaded weights differ from the published ones")
     model = loaded.module.eval()
-    preset = loaded.transforms if loaded.transforms is not None else _default_transforms(spec)
+    preset = source_of(spec).image_transforms(loaded)
     # A plain callable, not the transform module itself: assigning an nn.Module would register it as
     # a submodule of the model (and put it into state_dict, .to(), named_modules()).
     transforms = functools.partial(_same, preset)

@@ -6,30 +6,18 @@ import shutil
 from pathlib import Path
 
 from connectome.errors import ConnectomeError
-from connectome.models.load import file_sha256, load_model, read_state_file, state_sha256
+from connectome.models.load import file_sha256, load_model, read_state_file, source_of, state_sha256
+from connectome.models.provenance import named_weights
 from connectome.weights.measure import KEYS, measure
 from connectome.weights.registry import FORMAT, NAME_RE, REGISTRY, _is_url, read_registry
 
 
-def _torchvision_weights(label: str) -> str | None:
-    """The torchvision weights a stored label names (`Enum.IMAGENET1K_V1` -> `IMAGENET1K_V1`), if any."""
-    from connectome.models.provenance import Provenance
-    try:
-        return Provenance.from_label(label).torchvision_weights
-    except ValueError:
-        return None
-
-
 def _default_license(base_model: str) -> str:
-    from connectome.models.reference import ARCHITECTURES
-    if base_model in ARCHITECTURES:
-        return "BSD-3-Clause"  # the project's own weights
-    if base_model.startswith("timm:"):
-        import timm
-        cfg = timm.models.get_pretrained_cfg(base_model[5:])
-        if cfg is not None and cfg.license:
-            return cfg.license
-    raise ConnectomeError(f"pass --license: the terms of {base_model}'s weights are not known here")
+    """The license of the base model's weights, as their source states it."""
+    known = source_of(base_model).license(base_model)
+    if known is None:
+        raise ConnectomeError(f"pass --license: the terms of {base_model}'s weights are not known here")
+    return known
 
 
 def _run_metrics(run: Path, manifest: dict) -> tuple[dict, dict]:
@@ -102,7 +90,7 @@ def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | 
         final, dense = (_as_tv(measured.final, measured.samples), _as_tv(measured.dense, measured.samples))
     # Building the architecture checks that the file fits it, and counts parameters as torchvision does.
     base_model, base_weights = meta["base_model"], meta["base_weights"]
-    module = load_model(base_model, weights=_torchvision_weights(base_weights),
+    module = load_model(base_model, weights=named_weights(base_weights),
                         weights_file=str(run / "model.safetensors")).module
     params = list(module.parameters())
 
