@@ -210,10 +210,10 @@ def test_bad_rows_already_stored_never_break_the_listing(tmp_path, data_root):
         good = server.submit(**small(data_root))
         with sqlite3.connect(server.root / "jobs.sqlite") as db:
             def insert(spec, state, **extra):
-                names = ", ".join(["command", "spec", "argv", "model", "remove", "state", "created", *extra])
-                marks = ", ".join("?" * (7 + len(extra)))
+                names = ", ".join(["command", "spec", "model", "remove", "state", "created", *extra])
+                marks = ", ".join("?" * (6 + len(extra)))
                 return db.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})",
-                                  ("prune", spec, "[]", "lenet_300_100", "1%", state, time.time(), *extra.values())).lastrowid
+                                  ("prune", spec, "lenet_300_100", "1%", state, time.time(), *extra.values())).lastrowid
             infinite = insert(json.dumps({**small(data_root), "tolerance": float("inf")}), "queued")
             damaged = insert("{not json", "done")
             foreign = insert("[]", "weird", started="yesterday")
