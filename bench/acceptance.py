@@ -14,7 +14,6 @@ Writes bench/results/acceptance-<model>.json with the commit, machine and date.
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -25,10 +24,10 @@ from common import provenance  # noqa: E402
 from quality import SETUPS  # noqa: E402
 
 from connectome.evaluate import evaluate  # noqa: E402
-from connectome.pruning import criteria, step  # noqa: E402
+from connectome.pruning import scores  # noqa: E402
+from connectome.pruning.methods import one_shot as shot  # noqa: E402
 from connectome.pruning.settings import CompareSettings  # noqa: E402
 from connectome.pruning.setup import Runtime, prepare  # noqa: E402
-from connectome.pruning.statistics import collect  # noqa: E402
 from connectome.sizes import parse_count  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,17 +60,13 @@ def main():
     dense = accept()
     rows = [{"method": "dense", "removed": 0, "top1": dense.top1, "loss": dense.loss}]
     methods = args.methods.split(",")
-    crits = [criteria.get(m) for m in methods]
-    stats = collect(setup.loaded.module, flat.params, setup.decision, cs.batch_size, "cpu", cs.label_smoothing,
-                    None, False, channels_last=rt.channels_last,
-                    input_norms=any(c.needs_input_norms for c in crits) or cs.unknown_last)
-    for method, crit in zip(methods, crits):
-        scores = step.ranked_scores(flat, crit, stats, torch.Generator().manual_seed(0), cs.unknown_last)
-        order = torch.argsort(scores.masked_fill(~flat.eligible, math.inf), stable=True)
+    ranking = [scores.get(m) for m in methods]
+    needed, norms = shot.pass_needed(ranking, cs.unknown_last)
+    stats = shot.statistics(setup, rt, norms) if needed else None
+    for method, score in zip(methods, ranking):
+        ordered = shot.order(setup, score, stats, 0)
         for k in counts:
-            flat.mask.fill_(True)
-            flat.mask[order[:k]] = False
-            flat.write()
+            shot.cut(flat, ordered, k)
             m = accept()
             rows.append({"method": method, "removed": k, "top1": m.top1, "loss": m.loss})
             print(method, k, f"{m.top1:.2f} {m.loss:.4f}", flush=True)

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=2 python bench/learned_speed.py --model efficientnet_lite0 --batch 50
 
 (a) plain: the model's own forward and backward with gradients on its weights (what training it would
-cost); (b) learned: one training batch of the learned mask (connectome.pruning.learned.Learner._loss and
+cost); (b) learned: one training batch of the learned mask (connectome.pruning.methods.learned.Learned._loss and
 its backward: the top-k, the straight-through masked weights, a functional forward, the scores'
 gradient), Adam's step included; (c) the training views (random resized crop and flip per image) alone.
 The target is (b)/(a) about 1.0 plus the top-k. Batches alternate between (a) and (b) so that a
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import provenance  # noqa: E402
 
 from connectome.data.augment import TrainingViews  # noqa: E402
-from connectome.pruning.learned import Learner  # noqa: E402
+from connectome.pruning.methods.learned import Learned  # noqa: E402
 from connectome.pruning.settings import PruneSettings  # noqa: E402
 from connectome.pruning.setup import Runtime, prepare  # noqa: E402
 
@@ -45,7 +45,7 @@ def main():
                       batch_size=args.batch, device="cpu")
     setup = prepare(s)
     rt = Runtime.of(s, "cpu", progress=False, convolutional=Runtime.convolutional(setup))
-    learner = Learner(setup, Path(tempfile.mkdtemp()) / "run", runtime=rt)
+    learner = Learned(setup, Path(tempfile.mkdtemp()) / "run", runtime=rt)
     k = setup.target
     x = torch.randn(args.batch, *SHAPES[args.model])
     if rt.channels_last:

@@ -158,7 +158,7 @@ def merge(model: str, cs: CompareSettings, results: Path) -> None:
 def default_method() -> str:
     """The method `prune` runs when none is named."""
     from connectome.pruning.settings import PruneSettings
-    return next(f.default for f in PruneSettings.specs() if f.name == "criterion")
+    return next(f.default for f in PruneSettings.specs() if f.name == "method")
 
 
 def main():

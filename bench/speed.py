@@ -71,11 +71,11 @@ def measure(name: str, case: str, batch: int, images: int, device: str, channels
 
     def step(ds):
         # One full step as the loop takes it: statistics, global scores, top-k, write, acceptance pass.
-        from connectome.pruning import criteria
+        from connectome.pruning import scores
         s = collect(net, params, ds, batch, device, autocast_dtype=amp, channels_last=channels_last)
         flat = FlatWeights(params)
         w = flat.split(flat.base)
-        scores = flat.cat({k: criteria.get("connectome").scores(k, w[k], s, None) for k in flat.names})
+        scores = flat.cat({k: scores.get("connectome").scores(k, w[k], s, None) for k in flat.names})
         flat.mask[torch.topk(scores, max(1, len(scores) // 100), largest=False).indices] = False
         flat.write()
         evaluate(net, ds.subset(range(min(len(ds), max(batch, len(ds) // 4)))), batch, device, autocast_dtype=amp,

@@ -28,11 +28,11 @@ from connectome.pruning.settings import PruneSettings  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "prune-lenet_300_100.yaml"
 VARIANTS = {  # each named by its rules, not by whichever is the default today
-    "ratio-only": {"criterion": "connectome", "headroom": False},  # grow only while measured/predicted holds (the default until headroom)
-    "headroom": {"criterion": "connectome", "headroom": True},  # the greedy loop's default
-    "pace": {"criterion": "connectome", "headroom": True, "pace": True},  # also allow the measured cost per weight of the last kept steps
-    "learned": {"criterion": "learned", "learn_epochs": 40},  # the learned mask, then the swaps from it
-    "first-version": {"criterion": "connectome", "keep_descents": False, "unknown_last": False, "headroom": False},
+    "ratio-only": {"method": "greedy", "score": "connectome", "headroom": False},  # grow only while measured/predicted holds (the default until headroom)
+    "headroom": {"method": "greedy", "score": "connectome", "headroom": True},  # the greedy loop's default
+    "pace": {"method": "greedy", "score": "connectome", "headroom": True, "pace": True},  # also allow the measured cost per weight of the last kept steps
+    "learned": {"method": "learned", "learn_epochs": 40},  # the learned mask, then the swaps from it
+    "first-version": {"method": "greedy", "score": "connectome", "keep_descents": False, "unknown_last": False, "headroom": False},
 }
 
 

@@ -145,15 +145,15 @@ def differing(a: Mask, b: Mask) -> int:
 
 
 def _learn_worker(rank, world, init_file, out_dir):
-    from connectome.pruning.learned import Learner
+    from connectome.pruning.methods.learned import Learned
     from connectome.pruning.setup import Runtime, prepare
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     quiet, s, out = Runtime(progress=False), learned_settings(), Path(out_dir) / "run"
-    first = Learner(prepare(s), out, runtime=quiet, chunk=2)
+    first = Learned(prepare(s), out, runtime=quiet, chunk=2)
     first.run(max_chunks=4)  # stops inside the second count (batches 6..11): every rank resumes from rank 0's file
     assert first.pos["point"] == 1 and first.pos["batch"] == 10
-    second = Learner(prepare(s), out, resume=True, runtime=quiet, chunk=2)
+    second = Learned(prepare(s), out, resume=True, runtime=quiet, chunk=2)
     second.run()
     torch.save({"scores": second.scores.detach(), "mask": second.flat.mask.clone(), "log": second.log},
                Path(out_dir) / f"rank{rank}.pt")
@@ -161,7 +161,7 @@ def _learn_worker(rank, world, init_file, out_dir):
 
 
 def test_learned_ranks_agree_and_resume_to_a_single_process_run(tmp_path):
-    from connectome.pruning.learned import Learner
+    from connectome.pruning.methods.learned import Learned
     from connectome.pruning.setup import Runtime, prepare
     mp.spawn(_learn_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
@@ -171,7 +171,7 @@ def test_learned_ranks_agree_and_resume_to_a_single_process_run(tmp_path):
     written = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert strip(written) == strip(r0["log"])  # rank 0 wrote the log, once
 
-    one = Learner(prepare(learned_settings()), tmp_path / "one", runtime=Runtime(progress=False))
+    one = Learned(prepare(learned_settings()), tmp_path / "one", runtime=Runtime(progress=False))
     one.run()
     gap, flips = float((r0["scores"] - one.scores.detach()).abs().max()), int((r0["mask"] != one.flat.mask).sum())
     print(f"2 ranks against 1 process: scores differ by at most {gap:.1e}, masks in {flips} weights")

@@ -113,7 +113,8 @@ def test_job_schema_lists_each_setting_with_its_range():
     assert schema["additionalProperties"] is False and set(schema["required"]) == {"model", "remove"}
     assert schema["properties"]["batch_size"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description":
                                                   schema["properties"]["batch_size"]["description"], "default": 128}
-    assert "connectome" in schema["properties"]["criterion"]["enum"]
+    assert "connectome" in schema["properties"]["score"]["enum"]
+    assert set(schema["properties"]["method"]["enum"]) == {"greedy", "learned", "one-shot"}
 
 
 def test_claim_refuses_a_folder_of_other_settings(tmp_path):

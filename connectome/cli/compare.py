@@ -20,6 +20,8 @@ def compare(recipe, out, quiet, **params):
 
     s = build_settings(CompareSettings, params, recipe=recipe)
     out = Path(out) if out else s.default_out()
+    for note in s.notes:
+        click.echo(f"note: {note}", err=True)
     with claimed_folder(out):  # a folder of someone else's files is refused; ours is marked as such
         result = cmp.compare(s, out, progress=not quiet)
     click.echo(cmp.table(result["summary"], result["dense"]))

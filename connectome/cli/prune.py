@@ -30,10 +30,12 @@ def prune(recipe, job, out, resume, quiet, **params):
         raise ConnectomeError("--recipe and --job both give the settings: pass one")
     s = build_settings(PruneSettings, params, recipe=recipe, job=job)
     check_folder(Path(out) if out else s.default_out())  # before the model and data load: nothing to undo
+    for note in s.notes:
+        click.echo(f"note: {note}", err=True)
 
     def started(setup, run):
         click.echo(f"{s.model}: removing {setup.target:,} of {run.prunable:,} prunable weights "
-                   f"({100 * setup.target / run.prunable:.1f}%) with {s.criterion}; run folder {run.out}", err=True)
+                   f"({100 * setup.target / run.prunable:.1f}%) with {s.label()}; run folder {run.out}", err=True)
 
     manifest = run_prune(s, Path(out) if out else None, resume=resume, progress=not quiet,
                          command=shlex.join(["connectome", *sys.argv[1:]]), on_start=started,
@@ -43,7 +45,7 @@ def prune(recipe, job, out, resume, quiet, **params):
     r = manifest["result"]
     d, f = r["dense"], r["final"]
     folder = out or s.default_out()
-    unit = "counts" if s.criterion == "learned" and not s.restore_cycles else "steps"  # a learned mask's curve
+    unit = "steps" if s.method == "greedy" or s.restore_cycles else "counts"  # learned and one-shot record counts
     click.echo(f"removed {r['removed']:,} weights in {r['accepted_steps']} {unit} ({r['seconds']:.0f} s)\n"
                f"  dense : top-1 {d['top1']:.2f}%  top-5 {d['top5']:.2f}%  loss {d['loss']:.4f}\n"
                f"  pruned: top-1 {f['top1']:.2f}%  top-5 {f['top5']:.2f}%  loss {f['loss']:.4f}\n"

@@ -12,8 +12,8 @@ from connectome.device import resolve_device
 from connectome.distributed import init_from_env, is_main
 from connectome.errors import ConnectomeError
 from connectome.io import folder_lock, read_metadata
-from connectome.pruning.learned import KIND as LEARNED_KIND, Learner
-from connectome.pruning.loop import Run
+from connectome.pruning import methods
+from connectome.pruning.methods.greedy import Greedy
 from connectome.pruning.results import write_results
 from connectome.pruning.settings import PruneSettings
 from connectome.pruning.setup import Runtime, prepare
@@ -47,25 +47,26 @@ def prune(s: PruneSettings, out: Path | None = None, resume: bool = False, progr
         if on_start and is_main():
             on_start(setup, run)
         run.run()
-        if isinstance(run, Learner) and s.restore_cycles:  # delete-and-restore from the learned mask
-            run = Run(setup, out, runtime=rt, on_step=on_step, start=run)
+        if s.restore_cycles and not isinstance(run, Greedy):  # delete-and-restore from the method's mask
+            run = Greedy(setup, out, runtime=rt, on_step=on_step, start=run)
             run.run()
         return write_results(run, command) if is_main() else None
 
 
 def start_run(setup, out: Path, resume: bool, rt: Runtime, on_step):
-    """The loop, or the learned mask's trainer (a learned mask is trained, not grown step by step);
-    a learned run whose restore cycles have begun resumes as the loop that runs them (the loop's
-    state then replaces the trainer's in the folder)."""
+    """The settings' method in the folder; a run whose restore cycles have begun resumes as the greedy
+    loop that runs them (the loop's state then replaces the method's in the folder)."""
     state = out / FILE
-    if setup.settings.criterion != "learned" or (resume and state.exists() and not is_learned_state(state)):
-        return Run(setup, out, resume=resume, runtime=rt, on_step=on_step)
-    return Learner(setup, out, resume=resume, runtime=rt, on_step=on_step)
+    method = methods.get(setup.settings.method)
+    if method is not Greedy and resume and state.exists() and is_greedy_state(state, method):
+        method = Greedy
+    return method(setup, out, resume=resume, runtime=rt, on_step=on_step)
 
 
-def is_learned_state(path: Path) -> bool:
-    """The folder's state is a learned-mask trainer's (an unreadable file is left to the trainer's own check)."""
+def is_greedy_state(path: Path, method) -> bool:
+    """The folder's state is the greedy loop's (whose state names no kind) where the method's own names
+    its kind. An unreadable file is left to the method's own check."""
     try:
-        return read_metadata(path).get("kind") == LEARNED_KIND
+        return read_metadata(path).get("kind") is None
     except Exception:
-        return True
+        return False

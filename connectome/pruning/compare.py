@@ -1,14 +1,15 @@
-"""Methods side by side: the same pretrained model pruned by each criterion to the same removal counts.
+"""Methods side by side: the same pretrained model pruned by each to the same removal counts.
 
-One-shot criteria rank the weights once per seed, on statistics of the dense model that every one of
-them shares, and are evaluated at every point of the grid. `connectome` runs the adaptive loop, stopping
-at each grid point to be evaluated: its curve is recorded as it goes.
+Each of `--methods` names a method and a score (connectome.pruning.settings.split_compared). One-shot
+entries rank the weights once per seed, on statistics of the dense model that all of them share, and
+are evaluated at every point of the grid. Iterative methods (greedy, learned) run in a folder per seed,
+stopping at each grid point to be evaluated: their curve is recorded as it goes.
 """
 
 import csv
 import io
 import json
-import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,63 +20,56 @@ from connectome.device import resolve_device
 from connectome.errors import ConnectomeError
 from connectome.evaluate import evaluate
 from connectome.io import write_text
-from connectome.pruning import criteria, step
-from connectome.pruning.learned import Learner
-from connectome.pruning.loop import Run
-from connectome.pruning.settings import CompareSettings
+from connectome.pruning import methods, scores
+from connectome.pruning.methods import one_shot as shot
+from connectome.pruning.methods.base import schedule
+from connectome.pruning.settings import CompareSettings, split_compared
 from connectome.pruning.setup import Runtime, prepare
-from connectome.pruning.statistics import collect
 from connectome.sizes import parse_count
 
-ITERATIVE = {"connectome", "learned"}
+
+def _row(entry: str, seed: int, removed: int, m: dict) -> dict:
+    return {"method": entry, "seed": seed, "removed": removed, "top1": m["top1"], "top5": m["top5"],
+            "loss": m["loss"], **({"top1_present": m["top1_present"]} if m.get("top1_present") is not None else {})}
 
 
-def grid(target: int, points: int) -> list[int]:
-    return sorted({max(1, round(target * i / points)) for i in range(1, points + 1)})
-
-
-def one_shot(setup, method: str, stats, counts: list[int], seed: int, rt: Runtime):
-    """Masks nested by construction: the k lowest scores for each k of the grid (weights of unknown
-    statistics last, as the loop ranks them)."""
-    flat, progress = setup.flat, rt.progress
-    gen = torch.Generator().manual_seed(seed)
-    crit = criteria.get(method)
-    scores = step.ranked_scores(flat, crit, stats, gen, setup.settings.unknown_last)
-    if setup.pattern is None:
-        order = torch.argsort(scores.masked_fill(~flat.eligible, math.inf), stable=True)
-    else:  # still nested: each prefix keeps every group within the pattern
-        order = setup.pattern.lowest(scores, flat, flat.eligible)
+def one_shot(setup, entry: str, score: str, stats, counts: list[int], seed: int, rt: Runtime):
+    """One ranking, cut and evaluated at every count of the grid: nested masks."""
+    flat = setup.flat
+    ordered = shot.order(setup, scores.get(score, z=setup.settings.confidence), stats, seed)
     rows = []
-    for k in tqdm(counts, desc=f"{method} seed {seed}", disable=not progress, leave=False):
-        flat.mask.fill_(True)
-        flat.mask[order[:k]] = False
-        flat.write()
+    for k in tqdm(counts, desc=f"{entry} seed {seed}", disable=not rt.progress, leave=False):
+        shot.cut(flat, ordered, k)
         m = evaluate(setup.loaded.module, setup.evaluation, setup.settings.batch_size, setup.device,
                      autocast_dtype=rt.autocast_dtype, workers=rt.workers_for(setup.evaluation),
                      channels_last=rt.channels_last, classes=setup.present)
-        rows.append({"method": method, "seed": seed, "removed": k, "top1": m.top1, "top5": m.top5, "loss": m.loss,
-                     **({"top1_present": m.top1_present} if m.top1_present is not None else {})})
+        rows.append(_row(entry, seed, k, m.as_dict()))
     per_layer = flat.to_mask().per_layer_removed_fraction()
     flat.reset()
     return rows, per_layer
 
 
-def iterative(setup, method: str, counts: list[int], seed: int, out: Path, rt: Runtime):
-    """The loop, stopped at each count of the grid to be evaluated there; resumable per seed."""
+def iterative(setup, entry: str, method: str, score: str | None, counts: list[int], seed: int, out: Path,
+              rt: Runtime):
+    """The method in its own folder, stopped at each count of the grid to be evaluated there; resumable
+    per seed. Its settings are compare's own with the entry's score, so a folder written before methods
+    and scores were apart keeps its digest."""
     flat = setup.flat
     flat.reset()
-    folder, quiet = out / f"runs/{method}-seed{seed}", replace(rt, progress=False)
-    if method == "learned":  # trained through the grid's counts in turn, each recorded on the way
-        run = Learner(replace(setup, target=counts[-1]), folder, resume=True, runtime=quiet, counts=counts)
+    if score is not None and score != setup.settings.score:
+        setup = replace(setup, settings=replace(setup.settings, score=score))
+    folder, quiet = out / "runs" / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', entry)}-seed{seed}", replace(rt, progress=False)
+    cls = methods.get(method)
+    if cls.name == "learned":  # trained through the grid's counts in turn, each recorded on the way
+        run = cls(replace(setup, target=counts[-1]), folder, resume=True, runtime=quiet, counts=counts)
     else:
-        run = Run(replace(setup, target=counts[0]), folder, resume=True, runtime=quiet, budget_target=counts[-1])
+        run = cls(replace(setup, target=counts[0]), folder, resume=True, runtime=quiet, budget_target=counts[-1])
     rows = []
-    for k in tqdm(counts, desc=f"{method} seed {seed}", disable=not rt.progress, leave=False):
+    for k in tqdm(counts, desc=f"{entry} seed {seed}", disable=not rt.progress, leave=False):
         run.run(target=k)
         last = run.log[-1]
-        rows.append({"method": method, "seed": seed, "removed": flat.removed(), "top1": last["eval_top1"],
-                     "top5": last["eval_top5"], "loss": last["eval_loss"],
-                     **({"top1_present": last["eval_top1_present"]} if "eval_top1_present" in last else {})})
+        rows.append(_row(entry, seed, flat.removed(), {key.removeprefix("eval_"): v for key, v in last.items()
+                                                       if key.startswith("eval_")}))
     per_layer = flat.to_mask().per_layer_removed_fraction()
     flat.reset()
     return rows, per_layer
@@ -90,7 +84,7 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
     if out.exists() and not out.is_dir():
         raise ConnectomeError(f"--out {out} is a file, not a folder")
     device = resolve_device(cs.device)
-    methods = cs.methods
+    names = cs.methods
     rows, layers, dense, evaluation = [], {}, None, None
     for seed in range(cs.seeds):
         setup = prepare(cs.prune_settings(seed), device)  # every check before the first file is written
@@ -115,27 +109,28 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
                                       f"({setup.target:,}): the grid stops at --remove")
             counts = sorted(set(asked.values()))
         else:
-            counts = grid(setup.target, cs.points)
-        stats = None
-        one_shots = [criteria.REGISTRY[m] for m in methods if m not in ITERATIVE]
-        norms = any(c.needs_input_norms for c in one_shots) or (cs.unknown_last and any(c.needs_statistics
-                                                                                         for c in one_shots))
-        if any(c.needs_statistics for c in one_shots) or norms:  # one pass shared by every one-shot criterion
-            stats = collect(setup.loaded.module, setup.flat.params, setup.decision, cs.batch_size, device,
-                            cs.label_smoothing, rt.autocast_dtype, progress, workers=rt.workers_for(setup.decision),
-                            channels_last=rt.channels_last, input_norms=norms)
-        for method in methods:
-            limit = parse_count(limits[method], setup.flat.prunable()) if method in (limits or {}) else counts[-1]
+            counts = schedule(setup.target, cs.points)
+        entries = {e: split_compared(e) for e in names}
+        ranking = [scores.REGISTRY[sc] for m, sc in entries.values() if not is_iterative(m)]
+        needed, norms = shot.pass_needed(ranking, cs.unknown_last)
+        # one pass shared by every one-shot entry
+        stats = shot.statistics(setup, rt, norms) if needed else None
+        for entry, (method, score) in entries.items():
+            limit = parse_count(limits[entry], setup.flat.prunable()) if entry in (limits or {}) else counts[-1]
             mine = [k for k in counts if k <= limit] or counts[:1]
-            if method in ITERATIVE:
-                r, layer = iterative(setup, method, mine, seed, out, rt)
+            if is_iterative(method):
+                r, layer = iterative(setup, entry, method, score, mine, seed, out, rt)
             else:
-                r, layer = one_shot(setup, method, stats, mine, seed, rt)
+                r, layer = one_shot(setup, entry, score, stats, mine, seed, rt)
             rows += r
-            layers.setdefault(method, layer)
-    summary = summarise(rows, dense, methods)
+            layers.setdefault(entry, layer)
+    summary = summarise(rows, dense, names)
     write_outputs(out, rows, layers, dense, summary, cs, setup.flat.prunable())
     return {"dense": dense, "summary": summary, "rows": rows, "prunable": setup.flat.prunable()}
+
+
+def is_iterative(method: str) -> bool:
+    return methods.get(method).iterative
 
 
 def values_by_count(rows, method: str, key: str = "top1") -> dict[int, list[float]]:

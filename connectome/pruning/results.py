@@ -22,14 +22,14 @@ def write_results(run, command: str, extra_manifest: dict | None = None) -> dict
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     removed = run.flat.removed()
     meta = {"base_model": s.model, "base_weights": setup.loaded.weights, "base_sha256": setup.base_sha256,
-            "removed": str(removed), "prunable": str(run.prunable), "criterion": s.criterion,
+            "removed": str(removed), "prunable": str(run.prunable), "criterion": s.recorded(),
             "format": "connectome.model/1"}
     save_state(out / "model.safetensors", state, meta)
     mask.save(out / "mask.safetensors", meta)
     accepted = [r for r in run.log if r["accepted"]]
     curves.write_csv(out / "curve.csv", accepted)
     write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in run.log))
-    title = f"{s.model} · {s.criterion} · {removed:,} of {run.prunable:,} prunable weights removed"
+    title = f"{s.model} · {s.label()} · {removed:,} of {run.prunable:,} prunable weights removed"
     curves.plot(out / "curve.png", accepted, title, run.prunable)
     final = next(r for r in reversed(accepted) if r.get("eval_top1") is not None)
     dense = accepted[0]

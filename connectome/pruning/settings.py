@@ -6,20 +6,64 @@ their default. Runtime settings change no decision: a run may resume with other 
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
+from connectome.errors import ConnectomeError
 from connectome.settings import RunSettings, setting
 from connectome.sizes import parse_count
 
 
-def _criteria() -> list[str]:
-    from connectome.pruning.criteria import REGISTRY
+def _scores() -> list[str]:
+    from connectome.pruning.scores import REGISTRY
     return list(REGISTRY)
 
 
+def _methods() -> list[str]:
+    from connectome.pruning.methods import names
+    return names()
+
+
+def _criteria() -> list[str]:
+    """What --criterion took before methods and scores were apart: a score, or learned."""
+    return ["learned", *_scores()]
+
+
+def _compared() -> list[str]:
+    """compare's names: a method, METHOD:SCORE, or a criterion as --criterion took it."""
+    return [*_methods(), *(f"{m}:{s}" for m in _methods() if m != "learned" for s in _scores()), *_criteria()]
+
+
+def split_criterion(name: str, in_compare: bool = False) -> tuple[str, str | None]:
+    """(method, score) of a criterion name as --criterion took it: learned is a method; a score ran the
+    greedy loop in `prune`, and one-shot in `compare` except connectome, which compare ran as the loop."""
+    if name == "learned":
+        return "learned", None
+    if in_compare and name != "connectome":
+        return "one-shot", name
+    return "greedy", name
+
+
+def split_compared(name: str) -> tuple[str, str | None]:
+    """(method, score) of one of compare's --methods (a bare greedy or one-shot takes the default score)."""
+    if ":" in name:
+        method, score = name.split(":", 1)
+        return method, score
+    if name in _methods():
+        return name, None if name == "learned" else PruneSettings.score_default()
+    return split_criterion(name, in_compare=True)
+
+
 def _learns(s) -> bool:
-    """The learned criterion's settings decide a run only where a mask is learned."""
-    return s.criterion == "learned" or "learned" in getattr(s, "methods", ())
+    """The learned method's settings decide a run only where a mask is learned."""
+    return s.method == "learned" or any(split_compared(m)[0] == "learned" for m in getattr(s, "methods", ()))
+
+
+def _curve_points(s) -> bool:
+    return _learns(s) or s.method == "one-shot"
+
+
+def _scored(s) -> bool:
+    """The score decides greedy and one-shot runs, and a learned run's restore cycles."""
+    return s.method != "learned" or bool(s.restore_cycles)
 
 
 @dataclass
@@ -37,10 +81,16 @@ class PruneSettings(RunSettings):
     preprocess: list[str] = setting([], "Override the model's evaluation preprocessing, as timm data-config keys: "
                                         "interpolation=bicubic crop_pct=1.0 mean=0.5,0.5,0.5 ... (repeatable).",
                                     hashed_when_set=True)
-    criterion: str = setting("learned", "How weights are chosen: learned (the default, by measurement: a mask trained "
-                                        "over frozen weights), connectome (the greedy loop on gradient statistics), "
-                                        "or a one-shot ranking.", choices=_criteria)
-    confidence: float = setting(8.0, "z of the connectome criterion's confidence bound (chosen by measurement).",
+    method: str = setting("learned", "How the mask is searched: learned (a mask trained over the frozen weights; "
+                                     "the default, by measurement), greedy (the adaptive loop on gradient statistics, "
+                                     "ranking by --score), one-shot (rank once by --score on the dense model, cut at "
+                                     "each count of the curve).", choices=_methods)
+    score: str = setting("connectome", "How greedy and one-shot rank weights (and what a learned run's restore cycles "
+                                       "delete by).", choices=_scores, applies=_scored)
+    # The spelling before --method and --score: translated on reading (split_criterion) and never stored.
+    criterion: str | None = setting(None, "Old spelling: learned is --method learned; a score runs --method greedy "
+                                          "--score SCORE.", choices=_criteria, applies=lambda s: False)
+    confidence: float = setting(8.0, "z of the connectome score's confidence bound (chosen by measurement).",
                                 minimum=0)
     include: list[str] = setting([], "Glob on parameter names to prune (repeatable).")
     exclude: list[str] = setting([], "Glob on parameter names to keep (repeatable).")
@@ -89,16 +139,17 @@ class PruneSettings(RunSettings):
                                         "part, and --remove counts their weights (2:4 is 50%).", hashed_when_set=True)
     # At most 1: one Adam step of that size already moves a score past the magnitude of any weight of a
     # trained network (scores start at |w|), and far larger rates overflow the float32 scores.
-    learn_lr: float = setting(1e-4, "Adam learning rate of the learned criterion's scores.", above=0, maximum=1,
+    learn_lr: float = setting(1e-4, "Adam learning rate of the learned method's scores.", above=0, maximum=1,
                               hashed_when_set=True, applies=_learns)
-    learn_epochs: float = setting(40.0, "Epochs over the decision split the learned criterion may train, shared "
+    learn_epochs: float = setting(40.0, "Epochs over the decision split the learned method may train, shared "
                                         "by the counts of its schedule; --learn-select ends a count sooner where "
                                         "acceptance stops improving (chosen by measurement: on LeNet-300-100, 3 "
                                         "seeds, 40 kept 88.25% / 0.329 at 70% removed, 10 gave 87.95% / 0.352).",
                                   above=0,
                                   maximum=1000, hashed_when_set=True, applies=_learns, legacy=10.0)
-    learn_points: int = setting(10, "Counts the learned criterion trains in turn up to --remove (its curve's "
-                                    "points; compare trains its grid).", minimum=1, hashed_when_set=True, applies=_learns)
+    learn_points: int = setting(10, "Counts of the curve up to --remove: learned trains them in turn, one-shot "
+                                    "cuts at each (compare uses its grid).", minimum=1, hashed_when_set=True,
+                                applies=_curve_points)
     learn_select: bool = setting(True, "Judge the learned mask on the acceptance split it never trains on: keep, per "
                                        "count, the scores whose acceptance loss and top-1 are best (the count's "
                                        "starting scores among them), and stop a count's training once acceptance "
@@ -128,18 +179,61 @@ class PruneSettings(RunSettings):
     cache_calib: str | None = setting(None, "Decode the calibration and evaluation images of an image folder once "
                                             "into uint8 tensor files in this folder.", runtime=True, path=True)
 
+    def __post_init__(self):
+        # --criterion as it was spelled before methods and scores were apart: read once, then gone, so
+        # that settings, digests and records hold the method and score alone.
+        self.notes: list[str] = []
+        if self.criterion is not None:
+            self.method, score = split_criterion(self.criterion)
+            self.score = score or self.score
+            self.notes.append(f"--criterion {self.criterion} now reads --method {self.method}"
+                              + (f" --score {score}" if score else ""))
+            self.criterion = None
+
+    @classmethod
+    def score_default(cls) -> str:
+        return next(s.default for s in cls.specs() if s.name == "score")
+
     @classmethod
     def from_mapping(cls, values, source="settings", allow=frozenset()):
         if isinstance(values, dict) and type(values.get("remove")) is int:  # a count written as a YAML/JSON number
             values = {**values, "remove": str(values["remove"])}
+        if isinstance(values, dict) and values.get("criterion") is not None and ("method" in values or "score" in values):
+            raise ConnectomeError(f"{source}: criterion is the old spelling of method and score: give one or the other")
         return super().from_mapping(values, source, allow)
+
+    def hashed(self) -> dict:
+        """The digest's settings under the names runs were named by before methods and scores were apart
+        (a greedy run by its score as `criterion`, a learned one as criterion learned), so every earlier
+        run keeps its folder name and its resume."""
+        out = {k: v for k, v in super().hashed().items() if k not in ("method", "score")}
+        out["criterion"] = "learned" if self.method == "learned" else self.score
+        if self.method not in ("learned", "greedy"):
+            out["method"] = self.method
+        if self.method == "learned" and _scored(self) and self.score != self.score_default():
+            out["score"] = self.score
+        return out
+
+    def diff(self, stored: dict) -> list[str]:
+        if stored.get("criterion") is not None and "method" not in stored:  # a record of an earlier run
+            method, score = split_criterion(stored["criterion"])
+            stored = {**stored, "method": method, "score": score or self.score_default()}
+        return super().diff(stored)
+
+    def recorded(self) -> str:
+        """The `criterion` a model file's metadata records, as files were written before methods and
+        scores were apart (so a greedy or learned run's files are byte for byte what they were)."""
+        return {"learned": "learned", "greedy": self.score}.get(self.method, f"{self.method}:{self.score}")
+
+    def label(self) -> str:
+        """What ran, in words for titles and records: "learned", "greedy connectome", "one-shot wanda"."""
+        return "learned" if self.method == "learned" else f"{self.method} {self.score}"
 
     def check(self) -> None:
         if self.pattern is not None:
             from connectome.pruning.pattern import Pattern
             Pattern.parse(self.pattern)
         if self.preprocess:
-            from connectome.errors import ConnectomeError
             from connectome.models.preprocess import check_preprocess
             try:
                 check_preprocess(self.preprocess)
@@ -168,7 +262,9 @@ class CompareSettings(PruneSettings):
 
     remove: str = setting(help="The largest count of the grid: 12345, 250k, 1M, 20%.")
     methods: list[str] = setting(["learned", "connectome", "magnitude", "wanda", "random", "taylor", "fisher"],
-                                 "Criteria to compare (comma-separated or repeated).", choices=_criteria)
+                                 "What to compare (comma-separated or repeated): learned, greedy:SCORE, "
+                                 "one-shot:SCORE; a bare score is one-shot, connectome the greedy loop (as before "
+                                 "--method).", choices=_compared)
     points: int = setting(20, "Grid points up to --remove.", minimum=1)
     counts: list[str] = setting([], "The grid's counts instead of --points (e.g. 5%,10%,20%), where the curves bend; "
                                     "none above --remove.", hashed_when_set=True)

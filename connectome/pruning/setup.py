@@ -101,7 +101,7 @@ def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
         raise ConnectomeError(f"--remove {s.remove} ({target:,}) is more than the {pattern} pattern removes "
                               f"({full:,}, {100 * full / flat.prunable():.1f}% of the {flat.prunable():,} weights in "
                               f"its layers)")
-    if s.criterion == "learned" and s.learn_points > max(1, target):  # each count removes one weight at least
+    if s.method in ("learned", "one-shot") and s.learn_points > max(1, target):  # a count removes one weight at least
         raise ConnectomeError(f"--learn-points {s.learn_points:,} is more than the {target:,} weights to remove")
     base_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     evaluation = subset(splits.test, s.eval_samples, s.seed) if s.eval_samples else splits.test

@@ -29,10 +29,11 @@ class LoopState:
     prunable: int = 0  # the weights it may remove (for watchers)
     log: list[dict] = field(default_factory=list)  # one row per step tried; row 0 is the dense model
 
-    def save(self, path: Path, mask: Mask, settings) -> None:
+    def save(self, path: Path, mask: Mask, settings, kind: str | None = None) -> None:
+        """`kind`: the method whose state this is, where it is not the greedy loop's."""
         loop = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "log"}
         meta = {"settings": json.dumps(asdict(settings), sort_keys=True), "digest": settings.digest(),
-                "loop": json.dumps(loop), "log": json.dumps(self.log)}
+                "loop": json.dumps(loop), "log": json.dumps(self.log), **({"kind": kind} if kind else {})}
         mark_folder(path.parent)  # a run started from the library is a run folder too: --resume takes it
         mask.save(path, meta)
 
@@ -65,15 +66,21 @@ class LoopState:
         except Exception:
             raise unreadable from None
         # The settings first: a state written under others (a learned run's scores, resumed with
-        # --criterion magnitude) holds no mask this loop reads, and what differs is the setting.
-        if meta.get("digest") != settings.digest():
-            try:
-                stored = json.loads(meta.get("settings", "{}"))
-            except ValueError:
-                stored = {}
-            raise settings.mismatch(path.parent, stored if isinstance(stored, dict) else {})
+        # --method greedy) holds no mask this loop reads, and what differs is the setting.
+        check_settings(meta, settings, path)
         try:
             mask = Mask.load(path)
         except Exception:
             raise unreadable from None
         return cls.from_metadata(meta, path), mask
+
+
+def check_settings(meta: dict, settings, path: Path) -> None:
+    """A state resumes only under the settings it was written with (runtime settings aside): otherwise
+    one line names the settings that differ."""
+    if meta.get("digest") != settings.digest():
+        try:
+            stored = json.loads(meta.get("settings", "{}"))
+        except ValueError:
+            stored = {}
+        raise settings.mismatch(path.parent, stored if isinstance(stored, dict) else {})

@@ -11,7 +11,7 @@ import math
 import torch
 
 from connectome.distributed import all_reduce_
-from connectome.pruning import criteria
+from connectome.pruning import scores
 from connectome.pruning.flat import FlatWeights, rank_within
 
 
@@ -91,7 +91,7 @@ def choose_restores(flat: FlatWeights, stats, k: int) -> torch.Tensor:
     if k <= 0:
         return torch.empty(0, dtype=torch.long, device=flat.base.device)
     w = flat.split(flat.base)
-    gain = flat.cat({n: criteria.predicted_restore(w[n], stats, n) for n in flat.names})
+    gain = flat.cat({n: scores.predicted_restore(w[n], stats, n) for n in flat.names})
     gain = gain.masked_fill(flat.mask | ~flat.eligible | (gain >= 0), math.inf)  # only predicted gains
     k = min(k, int(torch.isfinite(gain).sum()))
     return torch.topk(gain, k, largest=False, sorted=False).indices if k else gain.new_empty(0, dtype=torch.long)
@@ -132,7 +132,7 @@ def top1_falls(after, before) -> bool:
     return mean < -2 * stderr
 
 
-def next_size(size: int, accepted: bool, actual: float, prediction: float | None, hold: float, grow: float,
+def next_size(size: int, accepted: bool, actual: float, prediction: float | None, *, hold: float, grow: float,
               shrink: float, smallest: int, largest: int, stderr: float = 0.0, excess: float | None = None,
               headroom: bool = False) -> int:
     """The field's rule: grow while the measured change keeps up with the predicted one (their ratio at
@@ -192,7 +192,7 @@ def as_predicted(actual: float, prediction: float | None, curvature: float | Non
 
 def is_descent(actual: float, stderr: float) -> bool:
     """The loss measurably fell: a step that does this is kept, however much more was predicted.
-    (The demo once rejected 38 steps that lowered the acceptance loss, some by 12% of it.)"""
+    (Without this the demo rejects 38 steps that lower the acceptance loss, some by 12% of it.)"""
     return actual < -2 * stderr
 
 

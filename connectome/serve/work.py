@@ -9,13 +9,12 @@ batch larger than the largest pass; the settings bound DataLoader workers by the
 total work from a per-server limit (`connectome serve --max-work`), since what a team's server may
 spend on one job is its owner's choice.
 
-The count is a lower bound of what the run does: a learned mask trains `learn_epochs` passes over
-the decision split and evaluates every point of its schedule; the greedy loop takes at least as many
-steps as the count needs at the largest step size, each a statistics pass over the decision split
-and a measurement on the acceptance split. So a job refused here certainly asks for more.
+The count is a lower bound of what the run does, counted by each method (its `work`): a learned mask
+trains `learn_epochs` passes over the decision split and evaluates every point of its schedule; the
+greedy loop takes at least as many steps as the count needs at the largest step size, each a
+statistics pass over the decision split and a measurement on the acceptance split. So a job refused
+here certainly asks for more.
 """
-
-import math
 
 from connectome.errors import ConnectomeError
 from connectome.serve.policy import SOURCE
@@ -32,28 +31,22 @@ def splits(s) -> tuple[int, int]:
 
 def passes(s, target: int | None, prunable: int | None, evaluated: int | None) -> tuple[float, str]:
     """(images through the model, how they add up) at least, for the settings `s`; `target` and
-    `prunable` where the model was counted, `evaluated` the evaluation samples where known."""
+    `prunable` where the model was counted, `evaluated` the evaluation samples where known. The method
+    counts its own search; restore cycles are greedy steps after it."""
+    from connectome.pruning.methods import get
+
     decide, accept = splits(s)
     evals = evaluated or 0
-    if s.criterion == "learned":
-        points = min(s.learn_points, target) if target else s.learn_points
-        total = s.learn_epochs * decide + (points + 1) * (accept + evals)
-        how = (f"learn_epochs {s.learn_epochs:g} x {decide:,} decision samples + {points + 1:,} measurements of "
-               f"{accept + evals:,}")
-        steps, named = s.restore_cycles, f"restore_cycles {s.restore_cycles:,}"
-    else:
-        removing = math.ceil(target / max(1.0, s.max_step * prunable)) if target and prunable else 1
-        steps, named = removing + s.restore_cycles, f"{removing:,} at max_step {s.max_step:g} + restore_cycles {s.restore_cycles:,}"
-        total, how = 0.0, ""
-    if steps:
-        total += steps * (decide + accept) + evals * steps / s.eval_every
-        how += (" + " if how else "") + f"{named} steps of {decide + accept:,}"
+    total, how = get(s.method).work(s, decide, accept, evals, target, prunable)
+    if s.restore_cycles and s.method != "greedy":
+        total += s.restore_cycles * (decide + accept) + evals * s.restore_cycles / s.eval_every
+        how += f" + restore_cycles {s.restore_cycles:,} steps of {decide + accept:,}"
     return total, how
 
 
 def check(s, policy, target: int | None, prunable: int | None, evaluated: int | None) -> None:
     """Raise ConnectomeError naming the field when `s` asks for more than this server gives one job."""
-    if s.criterion == "learned" and target is not None and s.learn_points > target:
+    if s.method in ("learned", "one-shot") and target is not None and s.learn_points > target:
         raise ConnectomeError(f"{SOURCE}: learn_points {s.learn_points:,} exceeds the {target:,} weights the job "
                               f"removes (one point per count at most)")
     largest = max(s.calib_samples, s.eval_samples or evaluated or 0)

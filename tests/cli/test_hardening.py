@@ -23,7 +23,7 @@ from connectome import io as cio
 from connectome.io import save_state
 from connectome.models.load import load_model
 
-FAST = ["--calib-samples", "400", "--eval-samples", "200", "--batch-size", "100", "--quiet", "--criterion", "magnitude"]
+FAST = ["--calib-samples", "400", "--eval-samples", "200", "--batch-size", "100", "--quiet", "--method", "greedy", "--score", "magnitude"]
 
 
 def cli(*args: str):
@@ -96,7 +96,7 @@ def users_folder(tmp_path) -> tuple[Path, dict]:
 
 @pytest.mark.parametrize("command", [
     ["prune", "lenet_300_100", "--remove", "2%", *FAST],
-    ["compare", "lenet_300_100", "--remove", "2%", "--methods", "magnitude", "--points", "1", "--seeds", "1", *FAST[:-2]],
+    ["compare", "lenet_300_100", "--remove", "2%", "--methods", "magnitude", "--points", "1", "--seeds", "1", *FAST[:-4]],
     ["lottery", "lottery-lenet300-mnist", "--levels", "1"],
 ])
 def test_row4_out_on_a_users_folder_is_refused_untouched(tmp_path, command):
@@ -230,13 +230,13 @@ def test_row6_publish_name_with_a_newline_is_refused(tmp_path, run_dir, name):
 
 # --- row 8: the setting that changed is named --------------------------------------------------------
 
-def test_row8_resuming_a_learned_run_with_another_criterion_names_it(tmp_path):
+def test_row8_resuming_a_learned_run_with_another_method_names_it(tmp_path):
     out = tmp_path / "run"
-    learned = ["prune", "lenet_300_100", "--remove", "2%", "--out", str(out), *FAST[:-2],
+    learned = ["prune", "lenet_300_100", "--remove", "2%", "--out", str(out), *FAST[:-4],
                "--learn-epochs", "0.5", "--learn-points", "2"]
     assert cli(*learned).exit_code == 0
-    r = cli(*learned, "--criterion", "magnitude", "--resume")
-    assert one_line(r) and "holds a run with other settings (criterion" in r.output, r.output
+    r = cli(*learned, "--method", "greedy", "--score", "magnitude", "--resume")
+    assert one_line(r) and "holds a run with other settings (method, score" in r.output, r.output
     assert "unreadable" not in r.output
 
 
@@ -279,7 +279,7 @@ def test_row9_consistently_edited_metrics_are_not_published(tmp_path, run_dir):
 def test_row10_compare_refuses_counts_above_remove(tmp_path, counts, remove):
     out = tmp_path / "cmp"
     r = cli("compare", "lenet_300_100", "--counts", counts, "--remove", remove, "--methods", "magnitude",
-            "--seeds", "1", "--out", str(out), *FAST[:-2])
+            "--seeds", "1", "--out", str(out), *FAST[:-4])
     assert one_line(r) and counts in r.output and "above" in r.output, r.output
     assert not out.exists()
 

@@ -4,7 +4,7 @@ from click.testing import CliRunner
 
 from connectome.cli import main
 
-FAST = ["--calib-samples", "400", "--eval-samples", "200", "--batch-size", "100", "--quiet", "--criterion", "magnitude"]
+FAST = ["--calib-samples", "400", "--eval-samples", "200", "--batch-size", "100", "--quiet", "--method", "greedy", "--score", "magnitude"]
 
 
 def test_truncated_state_then_resume_is_one_line(tmp_path):

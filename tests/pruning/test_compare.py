@@ -3,15 +3,15 @@ import csv
 from click.testing import CliRunner
 
 from connectome.cli import main
-from connectome.pruning.compare import grid
+from connectome.pruning.methods.base import schedule
 
 
 def test_grid_is_exact_and_ends_at_target():
-    assert grid(1000, 4) == [250, 500, 750, 1000] and grid(3, 5)[-1] == 3
+    assert schedule(1000, 4) == [250, 500, 750, 1000] and schedule(3, 5)[-1] == 3
 
 
 def test_every_method_runs_and_every_point_is_written(tmp_path):
-    methods = ["connectome", "magnitude", "random", "taylor", "fisher", "dloss"]
+    methods = ["connectome", "magnitude", "random", "taylor", "fisher", "dloss", "one-shot:magnitude"]
     r = CliRunner().invoke(main, ["compare", "lenet_300_100", "--remove", "4000", "--points", "3", "--seeds", "2",
                                   "--methods", ",".join(methods), "--calib-samples", "600", "--eval-samples", "300",
                                   "--batch-size", "100", "--out", str(tmp_path), "--quiet"], catch_exceptions=False)
@@ -22,6 +22,9 @@ def test_every_method_runs_and_every_point_is_written(tmp_path):
     for png in ("compare.png", "layers.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "within 0.5" in r.output and all(m in r.output for m in methods)
+    # A bare score is the one-shot method under its old name: the same masks, the same numbers.
+    by = lambda m: [(row["seed"], row["removed"], row["top1"], row["loss"]) for row in rows if row["method"] == m]
+    assert by("magnitude") == by("one-shot:magnitude")
 
 
 def test_unknown_method_exits_2(tmp_path):

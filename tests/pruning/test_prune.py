@@ -16,7 +16,7 @@ from connectome.cli import main
 from connectome.io import check_invariant, read_metadata
 from connectome.models.load import file_sha256, load_model
 from connectome.pruning.flat import prunable_parameters
-from connectome.pruning.loop import MAX_DEFERRALS, Run
+from connectome.pruning.methods.greedy import MAX_DEFERRALS, Greedy
 from connectome.pruning.mask import Mask
 from connectome.pruning.results import write_results
 from connectome.pruning.settings import PruneSettings
@@ -197,7 +197,7 @@ def test_kill_9_and_resume_gives_the_same_mask(tmp_path, criterion, request):
 def test_restore_cycles_keep_the_budget(tmp_path):
     s = PruneSettings(model="lenet_300_100", remove="5000", calib_samples=800, eval_samples=300, batch_size=100,
                       restore_cycles=3, criterion="fisher")
-    run = Run(prepare(s), tmp_path / "r", runtime=QUIET)
+    run = Greedy(prepare(s), tmp_path / "r", runtime=QUIET)
     log = run.run()
     swaps = [r for r in log if r["phase"] == "swap" and r["accepted"]]
     assert len(swaps) == 3 and all(r["removed"] == 5000 for r in swaps)
@@ -214,7 +214,7 @@ def test_recipe_with_flag_override(tmp_path):
     r = run_cli("prune", "--recipe", str(recipe), "--remove", "3000", "--out", str(tmp_path / "o"), "--quiet")
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
-    assert m["settings"]["criterion"] == "magnitude" and m["result"]["removed"] == 3000
+    assert (m["settings"]["method"], m["settings"]["score"]) == ("greedy", "magnitude") and m["result"]["removed"] == 3000
 
 
 def test_mispredicted_weights_are_deferred_not_forced(tmp_path):
@@ -224,7 +224,7 @@ def test_mispredicted_weights_are_deferred_not_forced(tmp_path):
     s = PruneSettings(model="lenet_300_100", remove="400", calib_samples=600, eval_samples=200, batch_size=100,
                       criterion="random", step=0.00075, min_step=0.00075, max_step=0.00075, tolerance=-1e9,
                       keep_descents=False)
-    run = Run(prepare(s), tmp_path / "r", runtime=QUIET)
+    run = Greedy(prepare(s), tmp_path / "r", runtime=QUIET)
     log = run.run()
     deferred = [r for r in log if r.get("deferred")]
     forced = [r for r in log if r.get("forced")]
@@ -253,9 +253,9 @@ def test_runtime_options_change_no_decision(tmp_path, monkeypatch, idx_folder):
     monkeypatch.syspath_prepend(str(tmp_path))
     s = PruneSettings(model="convnet_runtime:build", data=f"mnist:{idx_folder}", remove="30%", calib_samples=240,
                       batch_size=40, step=0.02, max_step=0.05)
-    plain = Run(prepare(s), tmp_path / "plain", runtime=QUIET)
+    plain = Greedy(prepare(s), tmp_path / "plain", runtime=QUIET)
     plain.run()
-    fast = Run(prepare(s), tmp_path / "fast", runtime=Runtime(progress=False, channels_last=True, compile="aot_eager"))
+    fast = Greedy(prepare(s), tmp_path / "fast", runtime=Runtime(progress=False, channels_last=True, compile="aot_eager"))
     fast.run()
     assert fast.module is not fast.setup.loaded.module  # the compiled wrapper ran the passes
     assert len(plain.log) > 4 and torch.equal(fast.flat.mask, plain.flat.mask)
@@ -269,12 +269,12 @@ def test_runtime_options_change_no_decision(tmp_path, monkeypatch, idx_folder):
 def test_runtime_flags_do_not_block_a_resume(finished_run, tmp_path):
     """--channels-last, --workers and --eval-every change no decision: a run stopped short resumes with
     them and ends at the mask of the run made without them."""
-    from connectome.pruning.learned import Learner
+    from connectome.pruning.methods.learned import Learned
 
     s = PruneSettings(model="lenet_300_100", remove="12345", calib_samples=1000, eval_samples=500, batch_size=100,
                       device="cpu")
     stopped = tmp_path / "stopped"
-    first = Learner(prepare(s), stopped, runtime=QUIET, chunk=2)
+    first = Learned(prepare(s), stopped, runtime=QUIET, chunk=2)
     first.run(max_chunks=1)  # two batches into the first count: nothing recorded yet but the dense row
     assert first.pos["point"] == 0 and not (stopped / "mask.safetensors").exists()
     r = CliRunner().invoke(main, ["prune", "lenet_300_100", "--remove", "12345", "--out", str(stopped), "--resume",
@@ -288,7 +288,7 @@ def test_a_harmless_smallest_step_is_kept(tmp_path):
     prediction was far better (here, an impossible tolerance), so nothing is deferred for helping less."""
     s = PruneSettings(model="lenet_300_100", remove="400", calib_samples=600, eval_samples=200, batch_size=100,
                       criterion="random", step=0.00075, min_step=0.00075, max_step=0.00075, tolerance=-1e9)
-    run = Run(prepare(s), tmp_path / "r", runtime=QUIET)
+    run = Greedy(prepare(s), tmp_path / "r", runtime=QUIET)
     log = run.run()
     assert run.flat.removed() == 400
     assert not any(r.get("forced") for r in log)

@@ -50,7 +50,7 @@ def test_unit_caps_limit_a_step_per_output_unit():
 
 
 def test_unknown_statistics_rank_last():
-    from connectome.pruning.criteria import get
+    from connectome.pruning.scores import get
     flat = flat_of((3, 4))
     grad = torch.full((12,), 0.1)
     second = torch.full((12,), 0.01)

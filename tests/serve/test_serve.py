@@ -59,8 +59,9 @@ def same_mask(a: Mask, b: Mask) -> bool:
     return a == b and a.removed() == b.removed()
 
 
-def test_a_job_runs_what_prune_runs(server, data_root, tmp_path):
-    spec = small(data_root)
+@pytest.mark.parametrize("method", [{}, {"method": "one-shot", "score": "wanda", "learn_points": 3}])
+def test_a_job_runs_what_prune_runs(server, data_root, tmp_path, method):
+    spec = small(data_root, **method)
     job = server.wait(server.submit(**spec)["id"])
     assert job["state"] == "done", job["error"]
     assert job["removed"] == job["target"] == round(0.02 * job["prunable"])
@@ -399,7 +400,7 @@ def test_openapi_page_is_served_without_internet(server):
     paths = server.request("GET", "/openapi.json", token=None).json()["paths"]
     assert {"/api/jobs", "/api/jobs/{job_id}/events", "/api/weights"} <= set(paths)
     body = paths["/api/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert body["properties"]["calib_samples"]["minimum"] == 4 and "connectome" in body["properties"]["criterion"]["enum"]
+    assert body["properties"]["calib_samples"]["minimum"] == 4 and "connectome" in body["properties"]["score"]["enum"]
     assert {"command", "recipe", "nproc_per_node", "model", "remove"} <= set(body["properties"])
 
 

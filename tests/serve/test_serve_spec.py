@@ -28,7 +28,7 @@ def test_the_stored_job_is_the_settings_and_runs_as_they_say(data, tmp_path):
                    Policy(data_roots=(tmp_path,)))
     assert parsed.settings == PruneSettings.from_mapping(job(data, include=["2.*"], remove="1000"))
     spec = json.loads(json.dumps(parsed.spec))  # as the store keeps it
-    assert spec["nproc_per_node"] == 1 and spec["remove"] == "1000" and spec["criterion"] == "learned"
+    assert spec["nproc_per_node"] == 1 and spec["remove"] == "1000" and spec["method"] == "learned" and spec["criterion"] is None
     assert set(spec) == {s.name for s in PruneSettings.specs()} | {"nproc_per_node"}
     assert stored_settings(spec, "job 1") == (parsed.settings, 1)
 

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from connectome.pruning import criteria
+from connectome.pruning import scores
 from connectome.pruning.statistics import GradStats
 
 
@@ -17,7 +17,7 @@ F = torch.tensor([0.2, 0.01, 1.0, 0.04])
 
 
 def order(name, stats=None, **options):
-    s = criteria.get(name, **options).scores("w", W, stats or stats_for(G, F), torch.Generator().manual_seed(0))
+    s = scores.get(name, **options).scores("w", W, stats or stats_for(G, F), torch.Generator().manual_seed(0))
     return s.argsort().tolist()
 
 
@@ -36,34 +36,34 @@ def test_fisher_is_half_f_w2():
 
 
 def test_dloss_is_expected_loss_change():
-    s = criteria.get("dloss").scores("w", W, stats_for(G, F), None)
+    s = scores.get("dloss").scores("w", W, stats_for(G, F), None)
     assert torch.allclose(s, -G * W + 0.5 * F * W * W)
     assert s.argsort().tolist() == [3, 0, 1, 2]  # -0.42, -0.025, 0.02, 0.9
 
 
 def test_connectome_charges_uncertain_gradients():
     var = torch.tensor([0.0, 0.0, 0.0, 1e4])  # weight 3's gradient is pure noise
-    plain = criteria.get("dloss").scores("w", W, stats_for(G, F, var), None)
-    bound = criteria.get("connectome", z=2.0).scores("w", W, stats_for(G, F, var), None)
+    plain = scores.get("dloss").scores("w", W, stats_for(G, F, var), None)
+    bound = scores.get("connectome", z=2.0).scores("w", W, stats_for(G, F, var), None)
     assert plain.argmin() == 3 and bound.argmin() != 3
     assert torch.allclose(bound[:3], plain[:3])  # no noise, no charge
 
 
 def test_random_is_seeded():
-    a = criteria.get("random").scores("w", W, None, torch.Generator().manual_seed(1))
-    b = criteria.get("random").scores("w", W, None, torch.Generator().manual_seed(1))
+    a = scores.get("random").scores("w", W, None, torch.Generator().manual_seed(1))
+    b = scores.get("random").scores("w", W, None, torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
 
 
 def test_restore_prediction():
     s = stats_for(G, F)
-    assert torch.allclose(criteria.predicted_restore(W, s, "w"), G * W + 0.5 * F * W * W)
+    assert torch.allclose(scores.predicted_restore(W, s, "w"), G * W + 0.5 * F * W * W)
 
 
 def test_only_wanda_needs_input_norms():
-    assert {n for n, c in criteria.REGISTRY.items() if c.needs_input_norms} == {"wanda", "wanda_row"}
+    assert {n for n, c in scores.REGISTRY.items() if c.needs_input_norms} == {"wanda", "wanda_row"}
     # Not ranked by gradients: the loop's rule for zero-gradient weights leaves their order alone.
-    assert not criteria.REGISTRY["wanda"].needs_statistics and not criteria.REGISTRY["wanda_row"].needs_statistics
+    assert not scores.REGISTRY["wanda"].needs_statistics and not scores.REGISTRY["wanda_row"].needs_statistics
 
 
 def wanda_stats(w, norm):
@@ -74,7 +74,7 @@ def wanda_stats(w, norm):
 def test_wanda_is_abs_w_times_input_norm():
     w = torch.tensor([[0.5, -2.0, 1.0], [3.0, -0.1, 0.2]])
     norm = torch.tensor([4.0, 0.1, 1.0]).expand(2, 3)  # per input feature, the same for every row
-    s = criteria.get("wanda").scores("w", w, wanda_stats(w, norm), None)
+    s = scores.get("wanda").scores("w", w, wanda_stats(w, norm), None)
     assert torch.equal(s, w.abs() * norm)
     assert s.flatten().argsort().tolist() == [4, 1, 5, 2, 0, 3]  # 0.01, 0.2, 0.2, 1, 2, 12
 
@@ -84,7 +84,7 @@ def test_wanda_without_input_norms_says_so():
 
     from connectome.errors import ConnectomeError
     with pytest.raises(ConnectomeError, match="input_norms=True"):
-        criteria.get("wanda").scores("w", W, stats_for(G, F), None)
+        scores.get("wanda").scores("w", W, stats_for(G, F), None)
 
 
 def test_wanda_row_ranks_within_rows():
@@ -93,8 +93,8 @@ def test_wanda_row_ranks_within_rows():
     w = torch.tensor([[0.3, 0.1, 0.4, 0.2], [30.0, 50.0, 10.0, 40.0]])
     norm = torch.ones_like(w)
     stats = wanda_stats(w, norm)
-    plain = criteria.get("wanda").scores("w", w, stats, None)
-    row = criteria.get("wanda_row").scores("w", w, stats, None)
+    plain = scores.get("wanda").scores("w", w, stats, None)
+    row = scores.get("wanda_row").scores("w", w, stats, None)
     assert row.shape == w.shape
     assert torch.equal(row.argsort(dim=1), plain.argsort(dim=1))  # the order within each row is wanda's
     assert torch.allclose(row, torch.tensor([[2.5, 0.5, 3.5, 1.5], [1.5, 3.5, 0.5, 2.5]]) / 4)
@@ -108,11 +108,11 @@ def test_wanda_row_cut_takes_the_same_share_of_every_row():
     every row loses floor(t*n) or ceil(t*n) of its n weights, t the quantile of the cut."""
     gen = torch.Generator().manual_seed(0)
     layers = {"a": torch.randn(5, 3, generator=gen), "b": torch.randn(4, 2, 2, 2, generator=gen)}
-    crit = criteria.get("wanda_row")
-    scores = {n: crit.scores(n, w, GradStats({}, {}, {}, 1, 0.0, 0.0,
-                                             {n: torch.rand(w.shape, generator=gen)}), None)
-              for n, w in layers.items()}
-    flat = torch.cat([s.flatten() for s in scores.values()])
+    crit = scores.get("wanda_row")
+    by_layer = {n: crit.scores(n, w, GradStats({}, {}, {}, 1, 0.0, 0.0,
+                                               {n: torch.rand(w.shape, generator=gen)}), None)
+                for n, w in layers.items()}
+    flat = torch.cat([s.flatten() for s in by_layer.values()])
     order = flat.argsort(stable=True)
     for k in range(flat.numel() + 1):
         removed = torch.zeros_like(flat, dtype=torch.bool)

@@ -1,8 +1,7 @@
-"""The `learned` criterion: a mask trained by gradient descent over frozen weights (Piggyback, Mallya
+"""The `learned` method: a mask trained by gradient descent over frozen weights (Piggyback, Mallya
 et al. 2018; edge-popup, Ramanujan et al. 2020).
 
-This module owns the trainer (`Learner`), which stands in for the greedy loop (connectome.pruning.loop)
-when `criterion == "learned"`: one real-valued score per prunable weight, started at |w|; the forward
+One real-valued score per prunable weight, started at |w|; the forward
 pass keeps the weights whose scores are not among the k lowest (a global top-k at the exact count, the
 weights already zero in the base never counted), and the backward pass hands the scores the gradient
 they would get if the mask were continuous (the straight-through estimator: the weight times the
@@ -10,7 +9,7 @@ upstream gradient). Adam moves the scores; no weight ever changes.
 
 A schedule of increasing counts (the curve's points) is trained in turn, each for its share of the
 epochs and starting from the previous count's scores, so one run records the whole curve; each count
-is evaluated and logged like a loop step, so `write_results`, the curves and `verify` work unchanged.
+is evaluated and logged like a greedy step, so `write_results`, the curves and `verify` work unchanged.
 
 The state (scores, Adam's moments, the position in the schedule and in the data stream, the log) is
 written atomically to the run folder every CHUNK batches and at every count, and the data order is a
@@ -34,7 +33,6 @@ FlatWeights.
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -49,20 +47,15 @@ from tqdm.auto import tqdm
 from connectome.data import batches
 from connectome.data.augment import TrainingViews
 from connectome.data.tensors import ImageTensors
-from connectome.distributed import all_reduce_, barrier, is_main, rank_and_size
+from connectome.distributed import all_reduce_, is_main, rank_and_size
 from connectome.errors import ConnectomeError
-from connectome.evaluate import Metrics, evaluate
-from connectome.io import mark_folder, read_metadata, save_state, write_text
+from connectome.io import mark_folder, read_metadata, save_state
+from connectome.pruning.methods.base import RunFolder, schedule
 from connectome.pruning.setup import Runtime, Setup
-from connectome.pruning.state import FILE
+from connectome.pruning.state import FILE, check_settings
 
 KIND = "learned/1"  # the state file's "kind": a greedy-loop state has none
 CHUNK = 50  # batches between saved states: at most this much training is repeated after a kill
-
-
-def schedule(target: int, points: int) -> list[int]:
-    """The counts trained in turn: `points` even steps up to the target (compare's grid)."""
-    return sorted({max(1, round(target * i / points)) for i in range(1, points + 1)}) if target else [0]
 
 
 # The scores start at |w| on one scale for every tensor, so the first mask is exactly global magnitude's
@@ -75,25 +68,21 @@ def initial_scores(flat) -> torch.Tensor:
     return flat.base.detach().abs().float().clone()
 
 
-class Learner:
-    """A learned-mask run in a folder, with the attributes `write_results` reads (.setup .s .out .flat
-    .prunable .log .elapsed). `counts`: the schedule (default: `learn_points` even steps up to the
-    target; compare passes its grid). `chunk`: batches between saved states."""
+class Learned(RunFolder):
+    """A learned-mask run in a folder. `counts`: the schedule (default: `learn_points` even steps up to
+    the target; compare passes its grid). `chunk`: batches between saved states."""
+
+    name = "learned"
 
     def __init__(self, setup: Setup, out: Path, resume: bool = False, runtime: Runtime | None = None,
                  on_step=None, counts: list[int] | None = None, chunk: int = CHUNK):
-        self.setup, self.s, self.out = setup, setup.settings, Path(out)
-        self.rt = runtime or Runtime(device=setup.device)
-        self.on_step, self.chunk = on_step, max(1, int(chunk))
-        self.flat = setup.flat
-        self.prunable = self.flat.prunable()
+        super().__init__(setup, out, runtime, on_step)
+        self.chunk = max(1, int(chunk))
         self.counts = list(counts) if counts else schedule(setup.target, self.s.learn_points)
         if any(b <= a for a, b in zip(self.counts, self.counts[1:])) or self.counts[-1] > self.prunable:
             raise ConnectomeError(f"the learned schedule must increase and stay within the {self.prunable:,} "
                                   f"prunable weights: {self.counts}")
-        self.module = setup.loaded.module.eval()  # BatchNorm on its running statistics, dropout off, throughout
-        if self.rt.channels_last:  # in place: the Parameters FlatWeights rewrites stay the same objects
-            self.module.to(memory_format=torch.channels_last)
+        self.module.eval()  # BatchNorm on its running statistics, dropout off, throughout
         for p in self.module.parameters():  # frozen: gradients reach the scores only
             p.requires_grad_(False)
         n = len(setup.decision)
@@ -116,19 +105,23 @@ class Learner:
             self.pos.update(best=None, checked=-1, since=0, trail=[])
         self.best: torch.Tensor | None = None
         self.log: list[dict] = []
-        state_file = self.out / FILE
-        barrier()  # under torchrun, rank 0 holds the folder's lock by now: every rank reads the state it will continue
-        if state_file.exists():
-            if not resume:
-                raise ConnectomeError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
-            self._load(state_file)
-        elif resume and self.out.exists() and any(not p.name.startswith(".") and p.name not in ("settings.json", "job.json")
-                                                  for p in self.out.iterdir()):
-            raise ConnectomeError(f"{self.out} holds no resumable run state")
+        self._open(resume)
+
+    @classmethod
+    def work(cls, s, decide, accept, evals, target, prunable):
+        """learn_epochs passes over the decision split, and a measurement at every count and the dense model."""
+        points = min(s.learn_points, target) if target else s.learn_points
+        return (s.learn_epochs * decide + (points + 1) * (accept + evals),
+                f"learn_epochs {s.learn_epochs:g} x {decide:,} decision samples + {points + 1:,} measurements of "
+                f"{accept + evals:,}")
 
     @property
     def elapsed(self) -> float:
         return self.pos["elapsed"]
+
+    @elapsed.setter
+    def elapsed(self, seconds: float) -> None:
+        self.pos["elapsed"] = seconds
 
     # --- the masked forward -----------------------------------------------------------------------
 
@@ -195,13 +188,6 @@ class Learner:
 
     # --- the run ------------------------------------------------------------------------------------
 
-    def _eval(self, dataset, desc) -> Metrics:
-        rt = self.rt
-        return evaluate(self.module, dataset, self.s.batch_size, self.setup.device, progress=rt.progress, desc=desc,
-                        autocast_dtype=rt.autocast_dtype, label_smoothing=self.s.label_smoothing,
-                        workers=rt.workers_for(dataset), channels_last=rt.channels_last,
-                        classes=self.setup.classes_of(dataset))
-
     def _due(self, point: int) -> bool:
         """An acceptance check is due at the count's first batch and every `every` batches after it."""
         first = self._span(point)[0]
@@ -238,14 +224,10 @@ class Learner:
         if target not in self.counts:
             raise ConnectomeError(f"{target:,} is not a count of the learned schedule {self.counts}")
         pos = self.pos
-        start = time.time() - pos["elapsed"]
-        if is_main() and self.log:  # a resumed run: the readable log restarts from the state's
-            write_text(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.log))
-        if not self.log:  # the dense model: first point of the curve
+        start = self._begin()
+        if not self.log:
             self.flat.reset()
-            acc, ev = self._eval(self.setup.accept, "acceptance"), self._eval(self.setup.evaluation, "evaluation")
-            self._record({"step": 0, "phase": "dense", "accepted": True, "removed": 0, "restored": 0, "size": 0,
-                          **acc.as_dict("accept_"), **ev.as_dict("eval_")}, start)
+            self._record_dense(self._eval(self.setup.accept, "acceptance"), start)
         last = self.counts.index(target)
         bar = tqdm(total=self._span(last)[1], initial=pos["batch"], desc="learned mask", unit="batch",
                    disable=not self.rt.progress or not is_main())
@@ -309,19 +291,6 @@ class Learner:
             self._apply(target)  # also after a resume of a finished run: the model holds its mask
         return self.log
 
-    def _record(self, row: dict, start: float) -> None:
-        self.pos["elapsed"] = time.time() - start
-        row = {**row, "seconds": round(self.pos["elapsed"], 2)}
-        self.log.append(row)
-        if is_main():  # every rank holds the same state; one writes it
-            self._save()
-            with open(self.out / "log.jsonl", "a") as f:  # to follow a long run with `tail -f`
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        if self.on_step:
-            self.on_step(row)
-
     # --- the state file -------------------------------------------------------------------------------
 
     def _save(self) -> None:
@@ -350,12 +319,7 @@ class Learner:
                                   f"choose another --out") from None
         if meta.get("kind") != KIND:
             raise ConnectomeError(f"{path} holds a greedy-loop run, not a learned one: choose another --out")
-        if meta.get("digest") != self.s.digest():
-            try:
-                stored = json.loads(meta.get("settings", "{}"))
-            except ValueError:
-                stored = {}
-            raise self.s.mismatch(path.parent, stored)
+        check_settings(meta, self.s, path)
         loop = json.loads(meta["loop"])
         if loop["counts"] != self.counts:
             raise ConnectomeError(f"{path}: the run was started with the counts {loop['counts']}, not {self.counts}")

@@ -1,8 +1,8 @@
-"""The pruning loop: zero weights in adaptive steps, optionally swap zeroed weights back, never
-change a surviving weight.
+"""The `greedy` method, the connectome loop: zero weights in adaptive steps, optionally swap zeroed
+weights back, never change a surviving weight.
 
 Each step: collect gradient statistics on the decision split, zero the `size` weights with the lowest
-scores, and compare the loss change measured on the held-out acceptance split with the change the
+scores (by --score), and compare the loss change measured on the held-out acceptance split with the change the
 quadratic model predicted (connectome.pruning.step). A step that does much worse than predicted
 (interactions within the step, curvature that a diagonal misses) is undone and retried at half the
 size on the same statistics; a step that agrees lets the next one grow. The evaluation split is only
@@ -12,20 +12,16 @@ The loop state (connectome.pruning.state) is written atomically after every step
 any moment resumes to the same mask: the statistics depend only on the mask and the fixed data order.
 """
 
-import json
 import math
-import os
-import time
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from connectome.distributed import barrier, is_main
-from connectome.errors import ConnectomeError
-from connectome.evaluate import Metrics, evaluate
-from connectome.io import write_text
-from connectome.pruning import criteria, step
+from connectome.evaluate import Metrics
+from connectome.pruning import scores, step
+from connectome.pruning.control import FirstRule, rule_for
+from connectome.pruning.methods.base import LoopStateRun
 from connectome.pruning.setup import Runtime, Setup
 from connectome.pruning.state import FILE, LoopState
 from connectome.pruning.statistics import collect
@@ -33,74 +29,57 @@ from connectome.pruning.statistics import collect
 MAX_DEFERRALS = 10  # failed smallest steps in a row before one is taken regardless
 
 
-class Run:
-    """One pruning run in a folder; `resume` continues from its last saved step. `budget_target`: the
-    count the loss budget is shared over (compare stops at several counts on the way to it). `start`:
-    a finished learned-mask run (connectome.pruning.learned.Learner) in the same folder, whose mask,
-    log and time this run continues from: its restore cycles swap from the learned mask."""
+class Greedy(LoopStateRun):
+    """The loop in a folder. `budget_target`: the count the loss budget is shared over (compare stops at
+    several counts on the way to it). `start`: a finished learned run (connectome.pruning.methods.learned)
+    in the same folder, whose mask, log and time this run continues from: its restore cycles swap from
+    the learned mask. `rule`: the step control (default: the one the settings ask for)."""
 
-    def __init__(self, setup: Setup, out: Path, resume: bool = False, runtime: Runtime | None = None,
-                 on_step=None, budget_target: int | None = None, start=None):
-        self.setup, self.s, self.out = setup, setup.settings, Path(out)
-        self.rt = runtime or Runtime(device=setup.device)
-        self.on_step = on_step
-        module = setup.loaded.module
-        if self.rt.channels_last:  # in place: the Parameters that FlatWeights rewrites stay the same objects
-            module.to(memory_format=torch.channels_last)
+    name = "greedy"
+
+    def __init__(self, setup: Setup, out, resume: bool = False, runtime: Runtime | None = None,
+                 on_step=None, budget_target: int | None = None, start=None, rule: FirstRule | None = None):
+        super().__init__(setup, out, runtime, on_step)
+        self.rule = rule or rule_for(self.s)  # how steps are judged and sized (connectome.pruning.control)
         # A compiled wrapper shares the module's Parameters; FlatWeights.write changes their values in
         # place, which the compiled code reads as inputs (no weights are frozen into it).
         compile_ = self.rt.compile
-        self.module = torch.compile(module, **({} if compile_ is True else {"backend": compile_})) if compile_ else module
-        # A learned mask has no per-weight score: its swaps delete by the default greedy criterion.
-        name = "connectome" if self.s.criterion == "learned" else self.s.criterion
-        self.criterion = criteria.get(name, z=self.s.confidence)
+        if compile_:
+            self.module = torch.compile(self.module, **({} if compile_ is True else {"backend": compile_}))
+        self.score = scores.get(self.s.score, z=self.s.confidence)
         self.budget_target = budget_target or setup.target
-        self.flat = setup.flat
-        self.prunable = self.flat.prunable()
         self.state = LoopState(size=self._steps(self.s.step), target=setup.target, prunable=self.prunable)
         self.before: Metrics | None = None  # acceptance metrics of the current mask, per sample
-        state_file = self.out / FILE
-        barrier()  # under torchrun, rank 0 holds the folder's lock by now: every rank reads the state it will continue
-        if start is not None:  # the learned mask at its target (its state file is replaced at the first step)
+        if start is None:
+            self._open(resume)
+        else:  # the learned mask at its target (its state file is replaced at the first step)
+            barrier()
             self.flat.load_mask(start.flat.to_mask())
             self.flat.write()
             self.state.log, self.state.elapsed = list(start.log), start.elapsed
-        elif state_file.exists():
-            if not resume:
-                raise ConnectomeError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
-            self.state, mask = LoopState.load(state_file, self.s)
-            self.flat.load_mask(mask)
-            self.flat.write()
-        elif resume and self.out.exists() and any(not p.name.startswith(".") and p.name not in ("settings.json", "job.json")
-                                                  for p in self.out.iterdir()):
-            raise ConnectomeError(f"{self.out} holds no resumable run state")
 
-    @property
-    def log(self) -> list[dict]:
-        return self.state.log
+    @classmethod
+    def work(cls, s, decide, accept, evals, target, prunable):
+        """At least the steps the count needs at the largest step size, and the restore cycles."""
+        removing = math.ceil(target / max(1.0, s.max_step * prunable)) if target and prunable else 1
+        steps = removing + s.restore_cycles
+        return (steps * (decide + accept) + evals * steps / s.eval_every,
+                f"{removing:,} at max_step {s.max_step:g} + restore_cycles {s.restore_cycles:,} steps of "
+                f"{decide + accept:,}")
 
-    @property
-    def elapsed(self) -> float:
-        return self.state.elapsed
+    def _save(self) -> None:
+        self.state.save(self.out / FILE, self.flat.to_mask(with_deferred=True), self.s)
 
     def _steps(self, fraction: float) -> int:
         return max(1, int(round(fraction * self.prunable)))
 
     # --- measurements ---------------------------------------------------------------------------
 
-    def _eval(self, dataset, desc, keep_per_sample=False) -> Metrics:
-        rt = self.rt
-        return evaluate(self.module, dataset, self.s.batch_size, self.setup.device,
-                        progress=rt.progress, desc=desc, autocast_dtype=rt.autocast_dtype,
-                        label_smoothing=self.s.label_smoothing, keep_per_sample=keep_per_sample,
-                        workers=rt.workers_for(dataset), channels_last=rt.channels_last,
-                        classes=self.setup.classes_of(dataset))
-
     def _stats(self):
         rt = self.rt
         # Input norms: for the criteria that rank by them, and to tell a weight whose input is always
         # zero (free) from one behind a saturated unit (unknown) when both show no gradient.
-        norms = self.criterion.needs_input_norms or self.s.unknown_last
+        norms = self.score.needs_input_norms or self.s.unknown_last
         return collect(self.module, self.flat.params, self.setup.decision, self.s.batch_size,
                        self.setup.device, self.s.label_smoothing, rt.autocast_dtype, rt.progress,
                        workers=rt.workers_for(self.setup.decision), channels_last=rt.channels_last,
@@ -117,20 +96,16 @@ class Run:
         """Remove weights until `target` (default: the setup's) are gone, then the restore cycles."""
         target = self.setup.target if target is None else target
         st = self.state
-        start = time.time() - st.elapsed
-        if is_main() and st.log:  # a resumed run: the readable log restarts from the state's
-            write_text(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in st.log))
+        start = self._begin()
         if self.before is None:  # a new run, or a resumed one: per-sample losses are not stored
             self.before = self._eval(self.setup.accept, "acceptance", keep_per_sample=True)
-        if not st.log:  # the dense model: first point of the curve
-            ev = self._eval(self.setup.evaluation, "evaluation")
-            self._record({"step": 0, "phase": "dense", "accepted": True, "removed": 0, "restored": 0, "size": 0,
-                          **self.before.as_dict("accept_"), **ev.as_dict("eval_")}, start)
+        if not st.log:
+            self._record_dense(self.before, start)
         bar = tqdm(total=target, initial=self.flat.removed(), desc="removed", unit="w",
                    disable=not self.rt.progress or not is_main())
         while self.flat.removed() < target or st.cycles_done < self.s.restore_cycles:
             swapping = self.flat.removed() >= target
-            stats = self._stats()  # every criterion's steps are predicted, and so accepted, from these
+            stats = self._stats()  # every score's steps are predicted, and so accepted, from these
             while True:  # retry at smaller sizes on the same statistics: the model has not changed
                 outcome = self._try_step(stats, target, swapping)
                 if outcome["accepted"]:
@@ -153,25 +128,6 @@ class Run:
         bar.close()
         return st.log
 
-    def _record(self, row: dict, start: float) -> None:
-        st = self.state
-        st.elapsed = time.time() - start
-        row = {**row, "seconds": round(st.elapsed, 2)}
-        st.log.append(row)
-        if is_main():  # every rank holds the same state; one writes it
-            st.save(self.out / FILE, self.flat.to_mask(with_deferred=True), self.s)
-            self._append_log(row)
-        if self.on_step:
-            self.on_step(row)
-
-    def _append_log(self, row: dict) -> None:
-        """log.jsonl grows as steps are taken, so a long run can be followed with `tail -f`; the state
-        file stays the record a resume reads."""
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
     def _try_step(self, stats, target: int, swapping: bool) -> dict:
         flat, s, st = self.flat, self.s, self.state
         min_size = min(self._steps(s.min_step), st.size)
@@ -179,11 +135,11 @@ class Run:
         if swapping:
             restored = step.choose_restores(flat, stats, max(1, int(round(s.restore_fraction * st.size))))
             flat.mask[restored] = True  # restore first, so the deletions are chosen among all survivors
-            removed = step.choose_removals(flat, self.criterion, stats, len(restored), gen, s.unit_share,
+            removed = step.choose_removals(flat, self.score, stats, len(restored), gen, s.unit_share,
                                            s.unknown_last, self.setup.pattern)
         else:
             restored = step.choose_restores(flat, stats, 0)
-            removed = step.choose_removals(flat, self.criterion, stats, min(st.size, target - flat.removed()), gen,
+            removed = step.choose_removals(flat, self.score, stats, min(st.size, target - flat.removed()), gen,
                                            s.unit_share, s.unknown_last, self.setup.pattern)
         flat.mask[removed] = False
         flat.write()
@@ -197,13 +153,13 @@ class Run:
         budget = s.loss_budget * dense.get("accept_objective", dense["accept_loss"]) * len(removed) / self.budget_target
         if s.pace and not swapping:  # what this many weights cost at the pace of the last kept steps
             budget += step.pace(st.log) * len(removed)
-        descent = s.keep_descents and step.is_descent(actual, stderr) and not (
-            s.descent_keeps_top1 and step.top1_falls(after, self.before))
+        rule = self.rule
+        descent = rule.descent(actual, stderr, after, self.before)
         ok = descent or step.as_predicted(actual, prediction, curvature, stderr, budget, s.tolerance)
         smallest = st.size <= min_size
-        # The sizes where measured and predicted change part ways are estimated from this step (new rule only).
-        excess = step.excess_of(actual, prediction, curvature, budget, s.tolerance) if s.keep_descents else None
-        if not ok and smallest and s.keep_descents and not step.hurts(actual, stderr, budget):
+        # The size where measured and predicted change part ways is estimated from this step.
+        excess = rule.excess(actual, prediction, curvature, budget)
+        if not ok and smallest and rule.harmless(actual, stderr, budget):
             ok = True  # nothing smaller to try, and it does no measurable harm
         if s.max_top1_drop is not None and self.before.top1 - after.top1 > s.max_top1_drop:
             ok = False
@@ -212,7 +168,7 @@ class Run:
         # MAX_DEFERRALS failures in a row is a step taken regardless, so that the run ends at its count.
         # A step that already holds deferred weights had nothing else to choose from (the end of a run, a
         # pattern's last room): deferring more changes no later choice, so it is not retried as is.
-        exhausted = s.keep_descents and bool(flat.deferred[removed].any())
+        exhausted = rule.exhausted(flat, removed)
         forced = smallest and (st.deferrals_in_row >= MAX_DEFERRALS or exhausted) and not ok
         row = {"stderr": stderr, "step": st.step_index + 1, "phase": "swap" if swapping else "remove",
                "accepted": ok or forced, "forced": forced, "descent": descent, "size": len(removed),
@@ -223,14 +179,13 @@ class Run:
         if ok or forced:
             st.deferrals_in_row = 0
             self.before = after
-            st.size = step.next_size(st.size, True, actual, prediction, s.ratio_hold if s.keep_descents else -math.inf,
-                                     s.grow, s.shrink, min_size, self._steps(s.max_step), stderr, excess,
-                                     s.headroom)
+            st.size = rule.next_size(st.size, True, actual, prediction, stderr, excess, min_size,
+                                     self._steps(s.max_step))
         else:
             flat.mask[removed] = True
             flat.mask[restored] = False
             flat.write()
-            suspects = step.dominant(flat, stats, removed) if s.keep_descents else removed[:0]
+            suspects = rule.suspects(flat, stats, removed)
             if 0 < len(suspects) <= 0.05 * len(removed) and st.deferrals_in_row < MAX_DEFERRALS and not exhausted:
                 # A few weights carried the failed prediction: defer them, retry the rest at this size.
                 flat.deferred[suspects] = True
@@ -241,7 +196,7 @@ class Run:
                     flat.deferred[removed] = True
                     st.deferrals_in_row += 1
                     row["deferred"] = len(removed)
-                st.size = step.next_size(st.size, False, actual, prediction, s.ratio_hold, s.grow, s.shrink,
-                                         min_size, self._steps(s.max_step), stderr, excess)
+                st.size = rule.next_size(st.size, False, actual, prediction, stderr, excess, min_size,
+                                         self._steps(s.max_step))
         row["removed"] = flat.removed()
         return row

@@ -1,4 +1,4 @@
-"""The learned criterion (connectome.pruning.learned) on the shipped LeNet-300-100, a few hundred images."""
+"""The learned method (connectome.pruning.methods.learned) on the shipped LeNet-300-100, a few hundred images."""
 
 import json
 
@@ -9,8 +9,9 @@ from click.testing import CliRunner
 from connectome.errors import ConnectomeError
 from connectome.evaluate import evaluate
 from connectome.io import check_invariant
-from connectome.pruning import criteria
-from connectome.pruning.learned import Learner, initial_scores, schedule
+from connectome.pruning import scores
+from connectome.pruning.methods.base import schedule
+from connectome.pruning.methods.learned import Learned, initial_scores
 from connectome.pruning.settings import CompareSettings, PruneSettings
 from connectome.pruning.setup import Runtime, prepare
 from connectome.pruning.state import FILE, LoopState
@@ -35,7 +36,7 @@ def test_exact_counts_frozen_weights_and_invariant(tmp_path):
         report = check_invariant(state, base)
         seen.append((row["removed"], setup.flat.removed(), report.ok, report.zeroed))
 
-    run = Learner(setup, tmp_path / "run", runtime=QUIET, on_step=check)
+    run = Learned(setup, tmp_path / "run", runtime=QUIET, on_step=check)
     assert not any(p.requires_grad for p in setup.loaded.module.parameters())
     run.run()
     counts = schedule(setup.target, 3)
@@ -60,7 +61,7 @@ def test_learned_mask_beats_magnitude_on_acceptance_loss(tmp_path):
     flat.write()
     magnitude = evaluate(setup.loaded.module, setup.accept, s.batch_size)
     flat.reset()
-    run = Learner(setup, tmp_path / "run", runtime=QUIET)
+    run = Learned(setup, tmp_path / "run", runtime=QUIET)
     run.run()
     learned = run.log[-1]
     assert learned["removed"] == k
@@ -70,25 +71,25 @@ def test_learned_mask_beats_magnitude_on_acceptance_loss(tmp_path):
 
 def test_resume_after_stopping_equals_uninterrupted(tmp_path):
     s = settings(learn_epochs=3)  # 240 decision images, batches of 50: 15 batches over 3 counts
-    whole = Learner(prepare(s), tmp_path / "whole", runtime=QUIET, chunk=2)
+    whole = Learned(prepare(s), tmp_path / "whole", runtime=QUIET, chunk=2)
     whole.run()
 
-    first = Learner(prepare(s), tmp_path / "cut", runtime=QUIET, chunk=2)
+    first = Learned(prepare(s), tmp_path / "cut", runtime=QUIET, chunk=2)
     first.run(max_chunks=3)  # stops inside the second count (batches 5..9), mid-epoch
     assert first.pos["point"] == 1 and first.pos["batch"] == 6
     watched = LoopState.read(tmp_path / "cut" / FILE)  # watchers read a learned state as a loop's
     assert watched.step_index == 1 and len(watched.log) == 2
     with pytest.raises(ConnectomeError, match="--resume"):
-        Learner(prepare(s), tmp_path / "cut", runtime=QUIET)
+        Learned(prepare(s), tmp_path / "cut", runtime=QUIET)
     with pytest.raises(ConnectomeError, match="differ|settings"):  # another learning rate is another run
-        Learner(prepare(settings(learn_epochs=3, learn_lr=1e-3)), tmp_path / "cut", resume=True, runtime=QUIET)
-    second = Learner(prepare(s), tmp_path / "cut", resume=True, runtime=QUIET, chunk=2)
+        Learned(prepare(settings(learn_epochs=3, learn_lr=1e-3)), tmp_path / "cut", resume=True, runtime=QUIET)
+    second = Learned(prepare(s), tmp_path / "cut", resume=True, runtime=QUIET, chunk=2)
     second.run()
     assert torch.equal(second.scores.detach(), whole.scores.detach())
     assert torch.equal(second.flat.mask, whole.flat.mask)
     strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]
     assert strip(second.log) == strip(whole.log)
-    again = Learner(prepare(s), tmp_path / "cut", resume=True, runtime=QUIET)  # a finished run resumes to its end
+    again = Learned(prepare(s), tmp_path / "cut", resume=True, runtime=QUIET)  # a finished run resumes to its end
     again.run()
     assert torch.equal(again.flat.mask, whole.flat.mask) and len(again.log) == len(whole.log)
 
@@ -103,16 +104,18 @@ def test_prune_cli_writes_a_run_that_verify_accepts(tmp_path):
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["settings"]["criterion"] == "learned" and manifest["result"]["removed"] == 133100
+    assert manifest["settings"]["method"] == "learned" and manifest["result"]["removed"] == 133100
     assert len((out / "curve.csv").read_text().splitlines()) == 1 + 3  # header, dense, two counts
     r = CliRunner().invoke(main, ["verify", str(out)])
     assert r.exit_code == 0 and "OK" in r.output and "zeroed 133,100" in r.output, r.output
 
 
-def test_greedy_loop_cannot_rank_by_learned_and_settings_keep_digests():
-    with pytest.raises(ConnectomeError, match="no per-weight score"):
-        criteria.get("learned").scores("w", torch.ones(3), None, torch.Generator())
-    learned = dict(model="lenet_300_100", remove="50%", criterion="learned")
+def test_learned_is_a_method_not_a_score_and_settings_keep_digests():
+    with pytest.raises(ConnectomeError, match="unknown score 'learned'"):
+        scores.get("learned")
+    with pytest.raises(ConnectomeError, match="score must be one of"):
+        PruneSettings.from_mapping({"model": "lenet_300_100", "remove": "50%", "method": "greedy", "score": "learned"})
+    learned = dict(model="lenet_300_100", remove="50%", method="learned")
     plain = PruneSettings(**learned)
     assert plain.digest() == PruneSettings(**learned, learn_lr=1e-4, learn_epochs=40.0, learn_points=10).digest()
     assert plain.digest() != PruneSettings(**learned, learn_lr=1e-3).digest()
@@ -123,8 +126,8 @@ def test_greedy_loop_cannot_rank_by_learned_and_settings_keep_digests():
     assert plain.hashed()["learn_select"] is True
     assert "learn_select" not in PruneSettings(**learned, learn_select=False).hashed()
     # The learned settings decide nothing in a greedy run: they stay out of its name and its resume checks.
-    greedy = PruneSettings(model="lenet_300_100", remove="50%", criterion="connectome")
-    assert greedy.digest() == PruneSettings(model="lenet_300_100", remove="50%", criterion="connectome",
+    greedy = PruneSettings(model="lenet_300_100", remove="50%", method="greedy")
+    assert greedy.digest() == PruneSettings(model="lenet_300_100", remove="50%", method="greedy",
                                             learn_lr=1e-3, learn_epochs=3).digest()
     assert greedy.diff({**greedy.to_dict(), "learn_lr": 1e-3}) == []
 
@@ -145,9 +148,9 @@ def test_selection_keeps_the_best_scores_on_acceptance(tmp_path):
     suffers; with it each count keeps its best checked scores, never worse than the count's start
     (global magnitude at the first count)."""
     s = settings(remove="50%", learn_points=2, learn_epochs=4, learn_lr=0.5, learn_select=False)
-    wrecked = Learner(prepare(s), tmp_path / "wrecked", runtime=QUIET)
+    wrecked = Learned(prepare(s), tmp_path / "wrecked", runtime=QUIET)
     wrecked.run()
-    kept = Learner(prepare(settings(remove="50%", learn_points=2, learn_epochs=4, learn_lr=0.5)), tmp_path / "kept",
+    kept = Learned(prepare(settings(remove="50%", learn_points=2, learn_epochs=4, learn_lr=0.5)), tmp_path / "kept",
                    runtime=QUIET)
     kept.run()
     setup = prepare(settings(remove="50%", learn_points=2))

@@ -1,11 +1,12 @@
-"""Pruning criteria: each maps (weights, gradient statistics) to a score per weight; the lowest scores
-are zeroed first. None of them changes a surviving weight.
+"""Scores: each maps (weights, gradient statistics) to a score per weight; the lowest scores are zeroed
+first. The greedy and one-shot methods (connectome.pruning.methods) rank by them; a new score is one
+registered class here. None of them changes a surviving weight.
 
 The loss change of zeroing one weight w, to second order with a diagonal curvature F, is
     dloss(w -> 0) = -g*w + 1/2*F*w^2,
 and of restoring a zeroed weight to its pretrained value w0, with g measured at zero,
     dloss(0 -> w0) = g*w0 + 1/2*F*w0^2.
-Steps are predicted with these sums whatever the criterion, so every criterion gets the same step control.
+Steps are predicted with these sums whatever the score, so every score gets the same step control.
 """
 
 from typing import ClassVar
@@ -15,7 +16,7 @@ import torch
 from connectome.pruning.statistics import GradStats
 
 
-class Criterion:
+class Score:
     name: ClassVar[str]
     # Ranks by the gradient statistics (stats.grad, .second, .variance): blind where the gradient is
     # exactly zero, so the loop ranks those weights last (connectome.pruning.step.unknown).
@@ -30,18 +31,18 @@ class Criterion:
         raise NotImplementedError
 
 
-REGISTRY: dict[str, type[Criterion]] = {}
+REGISTRY: dict[str, type[Score]] = {}
 
 
-def register(cls: type[Criterion]) -> type[Criterion]:
+def register(cls: type[Score]) -> type[Score]:
     REGISTRY[cls.name] = cls
     return cls
 
 
-def get(name: str, **options) -> Criterion:
+def get(name: str, **options) -> Score:
     from connectome.errors import ConnectomeError
     if name not in REGISTRY:
-        raise ConnectomeError(f"unknown criterion {name!r}: choose from {', '.join(REGISTRY)}")
+        raise ConnectomeError(f"unknown score {name!r}: choose from {', '.join(REGISTRY)}")
     return REGISTRY[name](**options)
 
 
@@ -54,7 +55,7 @@ def predicted_restore(w0, stats: GradStats, name: str) -> torch.Tensor:
 
 
 @register
-class Magnitude(Criterion):
+class Magnitude(Score):
     """|w|, global."""
     name = "magnitude"
     needs_statistics = False
@@ -64,7 +65,7 @@ class Magnitude(Criterion):
 
 
 @register
-class Random(Criterion):
+class Random(Score):
     """Uniform random order (seeded)."""
     name = "random"
     needs_statistics = False
@@ -74,7 +75,7 @@ class Random(Criterion):
 
 
 @register
-class Taylor(Criterion):
+class Taylor(Score):
     """|g*w|, first-order saliency (Molchanov et al.; SNIP)."""
     name = "taylor"
 
@@ -83,7 +84,7 @@ class Taylor(Criterion):
 
 
 @register
-class Fisher(Criterion):
+class Fisher(Score):
     """1/2*F*w^2 with F the per-sample second moment (OBD with a Fisher diagonal)."""
     name = "fisher"
 
@@ -92,7 +93,7 @@ class Fisher(Criterion):
 
 
 @register
-class DLoss(Criterion):
+class DLoss(Score):
     """-g*w + 1/2*F*w^2, the expected loss change of zeroing."""
     name = "dloss"
 
@@ -101,7 +102,7 @@ class DLoss(Criterion):
 
 
 @register
-class Connectome(Criterion):
+class Connectome(Score):
     """The expected loss change of zeroing, made conservative where the gradient is uncertain:
         -g*w + z*|w|*se(g) + 1/2*F*w^2,   se(g) = sqrt(var/N), the standard error of the mean gradient.
     Ranking by -g*w alone picks the weights whose measured gradient is luckiest: with N samples a
@@ -122,7 +123,7 @@ class Connectome(Criterion):
 def input_norm(stats: GradStats | None, name: str) -> torch.Tensor:
     if stats is None or stats.input_norm is None:
         from connectome.errors import ConnectomeError
-        raise ConnectomeError("this criterion ranks by input norms: collect the statistics with input_norms=True")
+        raise ConnectomeError("this score ranks by input norms: collect the statistics with input_norms=True")
     return stats.input_norm[name]
 
 
@@ -148,7 +149,7 @@ def row_quantiles(scores: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class Wanda(Criterion):
+class Wanda(Score):
     """Wanda (Sun et al. 2023, "A Simple and Effective Pruning Approach for Large Language Models"):
     |w| * ||x||, the weight times the norm of its input over the calibration set (for a conv, of the
     input values its tap multiplies: connectome.pruning.statistics.InputNorms). That product is the norm
@@ -180,18 +181,3 @@ class WandaRow(Wanda):
 
     def scores(self, name, w, stats, generator):
         return row_quantiles(super().scores(name, w, stats, generator))
-
-
-@register
-class Learned(Criterion):
-    """A mask trained by gradient descent over frozen weights (connectome.pruning.learned): `prune` and
-    `compare` run its trainer instead of the greedy loop, so it has no per-weight score to rank by."""
-
-    name = "learned"
-    needs_statistics = False
-    # a mask learned by a straight-through estimator over frozen weights (Piggyback, edge-popup)
-
-    def scores(self, name, w, stats, generator):
-        from connectome.errors import ConnectomeError
-        raise ConnectomeError("the learned criterion has no per-weight score: it trains a mask "
-                              "(connectome.pruning.learned) and cannot rank weights for the greedy loop")
