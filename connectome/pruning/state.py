@@ -31,11 +31,15 @@ class LoopState:
 
     def save(self, path: Path, mask: Mask, settings, kind: str | None = None) -> None:
         """`kind`: the method whose state this is, where it is not the greedy loop's."""
-        loop = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "log"}
+        loop = self.record()
         meta = {"settings": json.dumps(asdict(settings), sort_keys=True), "digest": settings.digest(),
                 "loop": json.dumps(loop), "log": json.dumps(self.log), **({"kind": kind} if kind else {})}
         mark_folder(path.parent)  # a run started from the library is a run folder too: --resume takes it
         mask.save(path, meta)
+
+    def record(self) -> dict:
+        """Everything but the log: the state file's "loop" entry, which watchers read (LoopState.read)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "log"}
 
     @classmethod
     def from_metadata(cls, meta: dict, path: Path) -> "LoopState":

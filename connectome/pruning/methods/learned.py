@@ -52,7 +52,7 @@ from connectome.errors import ConnectomeError
 from connectome.io import mark_folder, read_metadata, save_state
 from connectome.pruning.methods.base import RunFolder, schedule
 from connectome.pruning.setup import Runtime, Setup
-from connectome.pruning.state import FILE, check_settings
+from connectome.pruning.state import FILE, LoopState, check_settings
 
 KIND = "learned/1"  # the state file's "kind": a greedy-loop state has none
 CHUNK = 50  # batches between saved states: at most this much training is repeated after a kill
@@ -302,9 +302,10 @@ class Learned(RunFolder):
             tensors.update(exp_avg=adam["exp_avg"], exp_avg_sq=adam["exp_avg_sq"],
                            adam_step=torch.as_tensor(adam["step"], dtype=torch.float32).reshape(1))
         pos = self.pos
-        # "loop" carries LoopState's names too, so watchers (LoopState.read) follow a learned run alike.
-        loop = {**pos, "counts": self.counts, "step_index": pos["point"], "size": 0, "target": self.counts[-1],
-                "prunable": self.prunable}
+        # "loop" is a LoopState's record too, so that watchers (LoopState.read) follow a learned run alike.
+        watched = LoopState(size=0, step_index=pos["point"], target=self.counts[-1], prunable=self.prunable,
+                            elapsed=pos["elapsed"])
+        loop = {**pos, "counts": self.counts, **watched.record()}
         meta = {"kind": KIND, "settings": json.dumps(asdict(self.s), sort_keys=True), "digest": self.s.digest(),
                 "loop": json.dumps(loop), "log": json.dumps(self.log)}
         mark_folder(self.out)  # a run started from the library is a run folder too: --resume takes it
