@@ -155,10 +155,11 @@ def summarise(rows, dense, methods) -> dict:
 
 
 def table(summary: dict, dense: dict) -> str:
+    w = max([12, *map(len, summary)])  # the widest name: METHOD:SCORE names run long
     lines = [f"dense top-1 {dense['top1']:.2f}%",
-             f"{'method':12s} {'removed within 0.5':>19s} {'within 1.0':>11s} {'best top-1':>11s} {'at':>9s} {'final':>7s}"]
+             f"{'method':{w}s} {'removed within 0.5':>19s} {'within 1.0':>11s} {'best top-1':>11s} {'at':>9s} {'final':>7s}"]
     for m, s in summary.items():
-        lines.append(f"{m:12s} {s['within_0.5']:>19,d} {s['within_1.0']:>11,d} {s['best_top1']:>10.2f}% "
+        lines.append(f"{m:{w}s} {s['within_0.5']:>19,d} {s['within_1.0']:>11,d} {s['best_top1']:>10.2f}% "
                      f"{s['best_at']:>9,d} {s['final_top1']:>6.2f}%")
     return "\n".join(lines)
 
