@@ -86,7 +86,7 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
     device = resolve_device(cs.device)
     names = cs.methods
     rows, layers, dense, evaluation = [], {}, None, None
-    for seed in range(cs.seeds):
+    for seed in range(cs.seed, cs.seed + cs.seeds):  # --seed 3 --seeds 2: seeds 3 and 4, beside a run of 0-2
         setup = prepare(cs.prune_settings(seed), device)  # every check before the first file is written
         if cs.cache_calib:  # image folders decoded once into uint8 tensors: calibration and evaluation
             from connectome.data.decoded import cache_calibration
@@ -94,13 +94,16 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
         rt = Runtime.of(cs, device, progress, Runtime.convolutional(setup))
         if rt.channels_last:  # in place: the Parameters FlatWeights rewrites stay the same objects
             setup.loaded.module.to(memory_format=torch.channels_last)
-        if evaluation is None:  # every seed and method is evaluated on the first seed's images
-            evaluation = setup.evaluation
+        if evaluation is None:  # every seed and method is evaluated on seed 0's images: runs of others (--seed) add up
+            if seed and cs.eval_samples:  # a subset drawn by seed 0, and the classes it holds
+                zero = prepare(cs.prune_settings(0), device)
+                setup = replace(setup, evaluation=zero.evaluation, present=zero.present)
+            evaluation, present = setup.evaluation, setup.present
             d = evaluate(setup.loaded.module, evaluation, cs.batch_size, device, autocast_dtype=rt.autocast_dtype,
                          workers=rt.workers_for(evaluation), channels_last=rt.channels_last, classes=setup.present)
             dense = {"top1": d.top1, "top5": d.top5, "loss": d.loss, "samples": d.samples,
                      **({"top1_present": d.top1_present} if d.top1_present is not None else {})}
-        setup = replace(setup, evaluation=evaluation)
+        setup = replace(setup, evaluation=evaluation, present=present)
         if cs.counts:  # a count above --remove is refused, not silently cut to it
             asked = {c: parse_count(c, setup.flat.prunable()) for c in cs.counts}
             over = [c for c, k in asked.items() if k > setup.target]
@@ -211,7 +214,7 @@ def _compare_panels(axes, rows, summary, dense, base, prunable, grid) -> None:
             ax.set_ylim(min(lowest * 0.98, dense["loss"] * 0.9), dense["loss"] * 1.5)
             ax.set_title("evaluation loss (zoomed: up to 1.5x dense)", fontsize=10)
         else:
-            band = "spread over seeds" if any(r["seed"] for r in rows) else "binomial standard error"
+            band = "spread over seeds" if len({r["seed"] for r in rows}) > 1 else "binomial standard error"
             ax.set_title(f"{base.model}: methods compared (band: {band})", fontsize=10)
             ax.legend(fontsize=8)
         ax.set_xlabel(f"% of {prunable:,} prunable weights removed")

@@ -268,12 +268,14 @@ class CompareSettings(PruneSettings):
     points: int = setting(20, "Grid points up to --remove.", minimum=1)
     counts: list[str] = setting([], "The grid's counts instead of --points (e.g. 5%,10%,20%), where the curves bend; "
                                     "none above --remove.", hashed_when_set=True)
-    seeds: int = setting(3, "Seeds of the calibration subsets and random choices.", minimum=1)
+    seeds: int = setting(3, "Seeds of the calibration subsets and random choices, from --seed on.", minimum=1)
 
     def check(self) -> None:
         super().check()
         if not self.methods:
             raise ValueError("methods names no method")
+        if self.seed + self.seeds - 1 > 2**31 - 1:
+            raise ValueError(f"seeds: seed {self.seed} + {self.seeds} seeds goes past the largest seed, 2147483647")
         for c in self.counts:
             try:
                 parse_count(c, 100) if c.strip().endswith("%") else parse_count(c, 10**18)

@@ -39,3 +39,14 @@ def test_bad_input_writes_nothing(tmp_path):
         r = CliRunner().invoke(main, ["compare", "lenet_300_100", *args, "--out", str(tmp_path / "o")])
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
         assert not (tmp_path / "o").exists()
+
+
+def test_seed_starts_the_seeds_so_runs_side_by_side_add_up(tmp_path):
+    """`--seed 1 --seeds 1` measures exactly the second seed of a `--seeds 2` run (another machine's share)."""
+    args = ["compare", "lenet_300_100", "--remove", "4000", "--points", "2", "--methods", "random,magnitude",
+            "--calib-samples", "600", "--eval-samples", "300", "--batch-size", "100", "--quiet"]
+    for out, more in (("both", ["--seeds", "2"]), ("second", ["--seed", "1", "--seeds", "1"])):
+        r = CliRunner().invoke(main, [*args, *more, "--out", str(tmp_path / out)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    rows = {out: list(csv.DictReader(open(tmp_path / out / "compare.csv"))) for out in ("both", "second")}
+    assert rows["second"] == [row for row in rows["both"] if row["seed"] == "1"] and rows["second"]
