@@ -85,3 +85,16 @@ def test_compare_takes_the_same_names():
     assert cs.methods == ["magnitude", "one-shot:magnitude", "greedy:wanda", "learned"]
     with pytest.raises(Exception, match="methods"):
         CompareSettings.from_mapping({**SMALL, "methods": "one-shot:nonsense"})
+
+
+def test_restore_cycles_continue_a_one_shot_run_as_the_greedy_loop(tmp_path):
+    out = tmp_path / "run"
+    args = ["prune", "lenet_300_100", "--method", "one-shot", "--score", "magnitude", "--remove", "20%",
+            "--learn-points", "2", "--restore-cycles", "2", "--out", str(out), *FAST]
+    assert run_cli(*args).exit_code == 0
+    phases = [json.loads(line)["phase"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert phases[:3] == ["dense", "one-shot", "one-shot"] and phases.count("swap") >= 2
+    assert run_cli("verify", str(out)).exit_code == 0
+    again = run_cli(*args, "--resume")  # the folder's state is now the loop's: the resume takes it as one
+    assert again.exit_code == 0, again.output
+    assert Mask.load(out / "mask.safetensors").removed() == round(0.2 * 266_200)
