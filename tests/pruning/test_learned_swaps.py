@@ -1,15 +1,13 @@
-"""The learned mask, then delete-and-restore from it (--restore-cycles with --criterion learned)."""
+"""The learned mask, then delete-and-restore from it (--restore-cycles with --method learned)."""
 
 import json
-
-import torch
 
 from connectome.pruning.api import prune
 from connectome.pruning.mask import Mask
 from connectome.pruning.settings import PruneSettings
 from connectome.pruning.verify import verify
 
-BASE = {"model": "lenet_300_100", "data": "fashion-mnist", "remove": "30%", "criterion": "learned",
+BASE = {"model": "lenet_300_100", "data": "fashion-mnist", "remove": "30%", "method": "learned",
         "calib_samples": 1000, "batch_size": 250, "learn_epochs": 2, "learn_points": 2, "device": "cpu", "seed": 0}
 
 
