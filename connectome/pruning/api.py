@@ -58,12 +58,12 @@ def start_run(setup, out: Path, resume: bool, rt: Runtime, on_step):
     loop that runs them (the loop's state then replaces the method's in the folder)."""
     state = out / FILE
     method = methods.get(setup.settings.method)
-    if method is not Greedy and resume and state.exists() and is_greedy_state(state, method):
+    if method is not Greedy and resume and state.exists() and is_greedy_state(state):
         method = Greedy
     return method(setup, out, resume=resume, runtime=rt, on_step=on_step)
 
 
-def is_greedy_state(path: Path, method) -> bool:
+def is_greedy_state(path: Path) -> bool:
     """The folder's state is the greedy loop's (whose state names no kind) where the method's own names
     its kind. An unreadable file is left to the method's own check."""
     try:

@@ -59,11 +59,7 @@ def iterative(setup, entry: str, method: str, score: str | None, counts: list[in
     if score is not None and score != setup.settings.score:
         setup = replace(setup, settings=replace(setup.settings, score=score))
     folder, quiet = out / "runs" / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', entry)}-seed{seed}", replace(rt, progress=False)
-    cls = methods.get(method)
-    if cls.name == "learned":  # trained through the grid's counts in turn, each recorded on the way
-        run = cls(replace(setup, target=counts[-1]), folder, resume=True, runtime=quiet, counts=counts)
-    else:
-        run = cls(replace(setup, target=counts[0]), folder, resume=True, runtime=quiet, budget_target=counts[-1])
+    run = methods.get(method).for_grid(setup, folder, counts, quiet)
     rows = []
     for k in tqdm(counts, desc=f"{entry} seed {seed}", disable=not rt.progress, leave=False):
         run.run(target=k)

@@ -57,7 +57,8 @@ def _learns(s) -> bool:
     return s.method == "learned" or any(split_compared(m)[0] == "learned" for m in getattr(s, "methods", ()))
 
 
-def _curve_points(s) -> bool:
+def has_curve_points(s) -> bool:
+    """`learn_points` decides the run: the counts a learned run trains and a one-shot run cuts at."""
     return _learns(s) or s.method == "one-shot"
 
 
@@ -149,7 +150,7 @@ class PruneSettings(RunSettings):
                                   maximum=1000, hashed_when_set=True, applies=_learns, legacy=10.0)
     learn_points: int = setting(10, "Counts of the curve up to --remove: learned trains them in turn, one-shot "
                                     "cuts at each (compare uses its grid).", minimum=1, hashed_when_set=True,
-                                applies=_curve_points)
+                                applies=has_curve_points)
     learn_select: bool = setting(True, "Judge the learned mask on the acceptance split it never trains on: keep, per "
                                        "count, the scores whose acceptance loss and top-1 are best (the count's "
                                        "starting scores among them), and stop a count's training once acceptance "

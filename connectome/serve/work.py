@@ -17,6 +17,7 @@ here certainly asks for more.
 """
 
 from connectome.errors import ConnectomeError
+from connectome.pruning.settings import has_curve_points
 from connectome.serve.policy import SOURCE
 
 # Sizes of the standard releases, for a data spec that names no folder (the server's copy or a download).
@@ -38,7 +39,7 @@ def passes(s, target: int | None, prunable: int | None, evaluated: int | None) -
     decide, accept = splits(s)
     evals = evaluated or 0
     total, how = get(s.method).work(s, decide, accept, evals, target, prunable)
-    if s.restore_cycles and s.method != "greedy":
+    if s.restore_cycles:
         total += s.restore_cycles * (decide + accept) + evals * s.restore_cycles / s.eval_every
         how += f" + restore_cycles {s.restore_cycles:,} steps of {decide + accept:,}"
     return total, how
@@ -46,7 +47,7 @@ def passes(s, target: int | None, prunable: int | None, evaluated: int | None) -
 
 def check(s, policy, target: int | None, prunable: int | None, evaluated: int | None) -> None:
     """Raise ConnectomeError naming the field when `s` asks for more than this server gives one job."""
-    if s.method in ("learned", "one-shot") and target is not None and s.learn_points > target:
+    if has_curve_points(s) and target is not None and s.learn_points > target:
         raise ConnectomeError(f"{SOURCE}: learn_points {s.learn_points:,} exceeds the {target:,} weights the job "
                               f"removes (one point per count at most)")
     largest = max(s.calib_samples, s.eval_samples or evaluated or 0)

@@ -1,4 +1,4 @@
-"""What every method shares: a run in a folder, its registry, and the schedule of a curve's counts.
+"""What every method shares: a run in a folder, and the schedule of a curve's counts.
 
 A method maps (model, data, mask) to new masks and records each as a row of the run's log, the dense
 model first. `RunFolder` owns what does not depend on how masks are searched: the resume checks, the
@@ -80,6 +80,12 @@ class RunFolder:
         takes a job (connectome.serve.work)."""
         raise NotImplementedError
 
+    @classmethod
+    def for_grid(cls, setup: Setup, folder: Path, counts: list[int], runtime: Runtime) -> "RunFolder":
+        """The run compare stops at each of `counts` (increasing) to evaluate, resuming what `folder`
+        holds (an iterative method's; compare evaluates the others' counts itself)."""
+        raise NotImplementedError
+
     def _save(self) -> None:
         raise NotImplementedError
 
@@ -124,7 +130,6 @@ class RunFolder:
                 os.fsync(f.fileno())
         if self.on_step:
             self.on_step(row)
-
 
 
 class LoopStateRun(RunFolder):

@@ -13,6 +13,7 @@ any moment resumes to the same mask: the statistics depend only on the mask and 
 """
 
 import math
+from dataclasses import replace
 
 import torch
 from tqdm.auto import tqdm
@@ -33,7 +34,7 @@ class Greedy(LoopStateRun):
     """The loop in a folder. `budget_target`: the count the loss budget is shared over (compare stops at
     several counts on the way to it). `start`: a finished learned run (connectome.pruning.methods.learned)
     in the same folder, whose mask, log and time this run continues from: its restore cycles swap from
-    the learned mask. `rule`: the step control (default: the one the settings ask for)."""
+    that method's mask. `rule`: the step control (default: the one the settings ask for)."""
 
     name = "greedy"
 
@@ -52,20 +53,23 @@ class Greedy(LoopStateRun):
         self.before: Metrics | None = None  # acceptance metrics of the current mask, per sample
         if start is None:
             self._open(resume)
-        else:  # the learned mask at its target (its state file is replaced at the first step)
+        else:  # the other method's mask at its target (its state file is replaced at the first step)
             barrier()
             self.flat.load_mask(start.flat.to_mask())
             self.flat.write()
             self.state.log, self.state.elapsed = list(start.log), start.elapsed
 
     @classmethod
+    def for_grid(cls, setup, folder, counts, runtime):
+        """Stopped at each count on the way, its loss budget shared over the last."""
+        return cls(replace(setup, target=counts[0]), folder, resume=True, runtime=runtime, budget_target=counts[-1])
+
+    @classmethod
     def work(cls, s, decide, accept, evals, target, prunable):
-        """At least the steps the count needs at the largest step size, and the restore cycles."""
+        """At least the steps the count needs at the largest step size."""
         removing = math.ceil(target / max(1.0, s.max_step * prunable)) if target and prunable else 1
-        steps = removing + s.restore_cycles
-        return (steps * (decide + accept) + evals * steps / s.eval_every,
-                f"{removing:,} at max_step {s.max_step:g} + restore_cycles {s.restore_cycles:,} steps of "
-                f"{decide + accept:,}")
+        return (removing * (decide + accept) + evals * removing / s.eval_every,
+                f"{removing:,} at max_step {s.max_step:g} steps of {decide + accept:,}")
 
     def _save(self) -> None:
         self.state.save(self.out / FILE, self.flat.to_mask(with_deferred=True), self.s)

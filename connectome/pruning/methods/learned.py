@@ -34,7 +34,7 @@ FlatWeights.
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -106,6 +106,11 @@ class Learned(RunFolder):
         self.best: torch.Tensor | None = None
         self.log: list[dict] = []
         self._open(resume)
+
+    @classmethod
+    def for_grid(cls, setup, folder, counts, runtime):
+        """Trained through the grid's counts in turn, each recorded on the way."""
+        return cls(replace(setup, target=counts[-1]), folder, resume=True, runtime=runtime, counts=counts)
 
     @classmethod
     def work(cls, s, decide, accept, evals, target, prunable):
