@@ -98,9 +98,23 @@ _KIND_WORDS = {bool: "true or false", int: "an integer", float: "a finite number
 INT64 = 2**63 - 1
 
 
-def _shown(value: Any) -> str:
+# Of a value echoed in a message: a megabyte value must not make a megabyte "one line", and a name of a
+# dozen characters that repr escapes (\U000e0000 each) still shows whole.
+SHOWN_CHARS = 128
+
+
+def shown(value: Any) -> str:
+    """A value as a message echoes it: whole where short, else its start and its length."""
     text = repr(value)
-    return text if len(text) <= 24 else f"{text[:8]}... ({len(text)} digits)"
+    if isinstance(value, int) and len(text) > 24:
+        return f"{text[:8]}... ({len(text)} digits)"
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 28]}... ({len(text):,} characters)"
+
+
+def shown_all(values: list, most: int = 5) -> str:
+    """Several values echoed (unknown keys, say): the first few, and how many more."""
+    text = ", ".join(map(shown, values[:most]))
+    return text if len(values) <= most else f"{text} and {len(values) - most:,} more"
 
 
 def _scalar(spec: Spec, value: Any) -> Any:
@@ -111,34 +125,34 @@ def _scalar(spec: Spec, value: Any) -> Any:
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
         if ok and not -INT64 - 1 <= value <= INT64:
-            raise ValueError(f"must be an integer of 64 bits (at most {INT64:,} in size), got {_shown(value)}")
+            raise ValueError(f"must be an integer of 64 bits (at most {INT64:,} in size), got {shown(value)}")
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
             try:
                 value = float(value)
             except OverflowError:  # an integer past what a float holds: as infinite as inf
-                raise ValueError(f"must be {_KIND_WORDS[float]}, got {_shown(value)}") from None
+                raise ValueError(f"must be {_KIND_WORDS[float]}, got {shown(value)}") from None
             if not math.isfinite(value):
-                raise ValueError(f"must be {_KIND_WORDS[float]}, got {value!r}")
+                raise ValueError(f"must be {_KIND_WORDS[float]}, got {shown(value)}")
     else:
         ok = isinstance(value, str)
         if ok and "\0" in value:
             raise ValueError("holds a NUL character")
     if not ok:
-        raise ValueError(f"must be {_KIND_WORDS[kind]}, got {value!r}")
+        raise ValueError(f"must be {_KIND_WORDS[kind]}, got {shown(value)}")
     m = spec.meta
     if m["minimum"] is not None and value < m["minimum"]:
-        raise ValueError(f"must be at least {m['minimum']:g}, got {value!r}")
+        raise ValueError(f"must be at least {m['minimum']:g}, got {shown(value)}")
     if m["maximum"] is not None and value > m["maximum"]:
-        raise ValueError(f"must be at most {m['maximum']:g}, got {value!r}")
+        raise ValueError(f"must be at most {m['maximum']:g}, got {shown(value)}")
     if m["above"] is not None and not value > m["above"]:
-        raise ValueError(f"must be above {m['above']:g}, got {value!r}")
+        raise ValueError(f"must be above {m['above']:g}, got {shown(value)}")
     if m["below"] is not None and not value < m["below"]:
-        raise ValueError(f"must be below {m['below']:g}, got {value!r}")
+        raise ValueError(f"must be below {m['below']:g}, got {shown(value)}")
     choices = spec.choices()
     if choices is not None and value not in choices:
-        raise ValueError(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        raise ValueError(f"must be one of {', '.join(map(str, choices))}, got {shown(value)}")
     return value
 
 
@@ -152,13 +166,16 @@ def check_value(spec: Spec, value: Any) -> Any:
         if isinstance(value, str):  # "a,b" from a flag or a recipe
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"must be a list, got {value!r}")
+            raise ValueError(f"must be a list, got {shown(value)}")
         return [_scalar(spec, v) for v in value]
     return _scalar(spec, value)
 
 
 def parse_flag(spec: Spec, text: str) -> Any:
-    """A command-line string as the field's type (YAML and JSON values come typed already)."""
+    """A command-line string as the field's type (YAML and JSON values come typed already). Numbers
+    are ASCII, as in YAML and JSON: Python's int() and float() would read other scripts' digits too."""
+    if not text.isascii():
+        return text  # check_value refuses it with the usual message
     if spec.kind is int:
         try:
             return int(text)
@@ -195,7 +212,7 @@ class RunSettings:
         by_name = {s.name: s for s in cls.specs()}
         unknown = sorted(k for k in values if k not in by_name and k not in allow)
         if unknown:
-            raise ConnectomeError(f"{source}: unknown setting {', '.join(map(repr, unknown))}; "
+            raise ConnectomeError(f"{source}: unknown setting {shown_all(unknown)}; "
                                   f"the settings are {', '.join(sorted(by_name))}")
         checked = {}
         for name, spec in by_name.items():
