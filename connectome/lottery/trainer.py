@@ -7,6 +7,7 @@ evaluation log, the global RNG), so a resumed training reaches the numbers of on
 """
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -20,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from connectome.data import batches
+from connectome.errors import ConnectomeError
 from connectome.evaluate import evaluate
 from connectome.io import read_metadata, save_state
 from connectome.pruning.mask import Mask
@@ -105,6 +107,11 @@ class Trainer:
                     save_state(snapshot[1], model.state_dict(), {"iteration": it})
                 if it % s.eval_every == 0 or it == s.iterations:
                     v = evaluate(model, self.data.val, self.eval_batch, dev)
+                    if not math.isfinite(v.loss):  # the weights overflowed: every later number is NaN
+                        bar.close()
+                        raise ConnectomeError(
+                            f"training of level {job[0]} ({job[1]}) diverged: validation loss {v.loss} at iteration "
+                            f"{it:,}; lower --lr (now {s.lr:g})")
                     log.evals.append([it, v.loss, v.top1])
                     if log.best is None or v.loss < log.best[1]:
                         log.best = [it, v.loss, v.top1]
