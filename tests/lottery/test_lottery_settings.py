@@ -47,7 +47,10 @@ def test_runtime_settings_leave_the_digest_alone():
 ])
 def test_a_bad_recipe_is_refused_in_one_line_that_names_the_setting(tmp_path, line, message):
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text(RECIPE.read_text() + line + "\n")
+    # The line replaces the recipe's own setting of that name: a recipe gives each key once.
+    key = line.split(":")[0]
+    kept = [k for k in RECIPE.read_text().splitlines() if not k.startswith(f"{key}:")]
+    recipe.write_text("\n".join(kept + [line]) + "\n")
     with pytest.raises(ConnectomeError) as e:
         LotterySettings.from_recipe(str(recipe))
     assert message in str(e.value) and str(e.value).startswith(f"recipe {recipe}: ")
