@@ -6,6 +6,11 @@ from its run folder as they appear; the run folder stays the source of truth for
 
 The file records its schema version (`PRAGMA user_version`); opening it applies the migrations from
 that version to `VERSION`, each in its own transaction, so a server's database follows the code.
+
+A file the store cannot use (damaged, not a database, a folder, another program's tables, held by
+another process) is refused with one line before anything is written to it: the migrations run first
+on a copy in memory, and the real file is migrated only when that copy ends in the shape of a new
+database. Its jobs and runs are the user's to recover, so it is never "repaired" or rewritten.
 """
 
 import json
@@ -105,19 +110,97 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
             raise
 
 
+def _shape(db: sqlite3.Connection) -> dict[str, list[tuple[str, str]]]:
+    """Every table's columns, (name, type): what the store's queries rely on."""
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    return {t: db.execute("SELECT name, type FROM pragma_table_info(?)", (t,)).fetchall() for t in tables}
+
+
+def _difference(have: dict, want: dict) -> str | None:
+    """The first way the shape `have` differs from `want`, in words; None when they are the same. A
+    foreign file's names are shown quoted and cut short: the message stays one line."""
+    def q(name: str) -> str:
+        return repr(name[:40])
+
+    for table in sorted(want.keys() | have.keys()):
+        if table not in have:
+            return f"it has no table {q(table)}"
+        if table not in want:
+            return f"it has a table {q(table)} that the jobs database does not"
+        names, wanted = dict(have[table]), dict(want[table])
+        for name, kind in want[table]:
+            if name not in names:
+                return f"table {q(table)} has no column {q(name)}"
+            if names[name] != kind:
+                return f"column {table}.{name} is {q(names[name])}, not {kind}"
+        extra = [name for name, _ in have[table] if name not in wanted]
+        if extra:
+            return f"table {q(table)} has a column {q(extra[0])} that the jobs database does not"
+    return None
+
+
+def _check(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse, without writing to it, a file that is damaged or that the migrations would not bring
+    to the shape of a new database (another program's tables, columns a foreign writer changed)."""
+    problems = [r[0] for r in db.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise ConnectomeError(f"{path} is damaged ({_one_line(problems[0])}): {_WHAT_TO_DO}")
+    copy, new = sqlite3.connect(":memory:", isolation_level=None), sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        db.backup(copy)
+        _migrate(copy, path)
+        _migrate(new, path)
+        wrong = _difference(_shape(copy), _shape(new))
+    finally:
+        copy.close()
+        new.close()
+    if wrong:
+        raise ConnectomeError(f"{path} is not a jobs database of schema version {VERSION} ({wrong}): {_WHAT_TO_DO}")
+
+
+_WHAT_TO_DO = "move it out of the root (the server starts a new one) or choose another --root"
+LOCK_WAIT = 5.0  # seconds to wait for another process's transaction before refusing the file
+
+
+def _refusal(path: Path, e: sqlite3.Error | UnicodeDecodeError) -> ConnectomeError:
+    """One line for an error SQLite raised while the file was opened and checked (a damaged schema
+    can hold names that are not UTF-8: Python then fails to decode what SQLite reports)."""
+    why = "it holds text that is not UTF-8" if isinstance(e, UnicodeDecodeError) else _one_line(str(e))
+    if getattr(e, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return ConnectomeError(f"{path} is locked by another process ({why}): stop it, or choose another --root")
+    if path.is_dir():
+        return ConnectomeError(f"{path} is a folder, not the jobs database: {_WHAT_TO_DO}")
+    return ConnectomeError(f"{path} cannot be used as the jobs database ({why}): {_WHAT_TO_DO}")
+
+
+def _one_line(text: str) -> str:
+    """SQLite's reports can span lines and quote a damaged schema at length."""
+    return " ".join(text.split())[:200]
+
+
 class JobStore:
     """Thread-safe access to the jobs database (one connection, serialised by a lock)."""
 
     def __init__(self, path: Path):
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
         self.lock = threading.Lock()
         try:
+            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=LOCK_WAIT)
+        except sqlite3.Error as e:  # a folder, a path SQLite cannot open
+            raise _refusal(path, e) from None
+        self.db.row_factory = sqlite3.Row
+        # A damaged row's text may not be UTF-8: read it as far as it is, so that it is listed with the
+        # others (the API shows what it cannot use as an error of that row), not a failed listing.
+        self.db.text_factory = lambda b: b.decode(errors="replace")
+        try:
+            _check(self.db, path)
             _migrate(self.db, path)
+            self.db.execute("PRAGMA journal_mode=WAL")  # after the checks: a refused file is left unchanged
+        except (sqlite3.Error, UnicodeDecodeError) as e:
+            self.db.close()
+            raise _refusal(path, e) from None
         except BaseException:
             self.db.close()
             raise
-        self.db.execute("PRAGMA journal_mode=WAL")  # after the version check: a refused file is left unchanged
 
     def _exec(self, sql: str, args=()) -> list[sqlite3.Row]:
         with self.lock:
