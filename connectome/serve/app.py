@@ -10,6 +10,7 @@ with its error, never a failed listing.
 
 import asyncio
 import dataclasses
+import errno
 import hmac
 import json
 import math
@@ -146,7 +147,7 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
     root = Path(root).resolve()
     policy = dataclasses.replace(policy, gpus=gpus)
     store = JobStore(root / "jobs.sqlite")
-    scheduler = Scheduler(store, root, workers, poll, gpus)
+    scheduler = Scheduler(store, root, workers, poll, gpus, policy)
     weights_dir = root / "weights"
     registry = weights_dir / "registry.json"
 
@@ -319,6 +320,12 @@ def create_app(root: Path, token: str, policy: job_spec.Policy, workers: int = 1
             return publish_run(scheduler.run_dir(job_id), body["name"], registry=registry)
         except ConnectomeError as e:
             raise HTTPException(400, str(e)) from None
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG:
+                raise
+            # The name is part of the published files' names; the file system caps their length.
+            raise HTTPException(400, f"name {body['name'][:40]!r}... ({len(body['name'])} characters) is too long "
+                                     f"for the published files' names ({e.strerror}): use a shorter arch.tag") from None
 
     # --- weights --------------------------------------------------------------------------------
 

@@ -65,8 +65,7 @@ def parse(body, policy: Policy) -> Job:
     if refused:
         raise ConnectomeError(f"{source}: {', '.join(refused)} cannot be set in a service job")
     settings = PruneSettings.from_mapping(values, source)
-    check_model(settings.model, policy)
-    check_paths(settings, policy)
+    check_allowed(settings, policy)
     feasible.check(settings, policy, nproc)
     return Job(settings, nproc)
 
@@ -89,6 +88,13 @@ def stored_settings(spec: dict, source: str) -> tuple[PruneSettings, int]:
 def not_for_jobs(cls) -> set[str]:
     """Settings whose metadata says a service job may not set them."""
     return {s.name for s in cls.specs() if not s.meta["server"]}
+
+
+def check_allowed(settings: PruneSettings, policy: Policy) -> None:
+    """What the server's policy allows a job: checked when it is submitted, and again when it runs
+    (a job queued under --allow-user-code or another data root must not run on a server without)."""
+    check_model(settings.model, policy)
+    check_paths(settings, policy)
 
 
 def check_model(model: str, policy: Policy) -> None:

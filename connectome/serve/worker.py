@@ -22,7 +22,8 @@ from connectome.errors import ConnectomeError
 from connectome.io import mark_folder, write_text
 from connectome.pruning.state import FILE as STATE_FILE, LoopState
 from connectome.serve.jobs import JobStore
-from connectome.serve.spec import stored_settings
+from connectome.serve.policy import Policy
+from connectome.serve.spec import check_allowed, stored_settings
 
 LOG_TAIL = 20  # lines of a failed job's log kept as its error
 JOB_FILE = "job.json"  # the job's settings, in its run folder: what `prune --job` reads
@@ -35,13 +36,16 @@ def point_of(row: dict) -> dict:
             "seconds": row.get("seconds")}
 
 
-def settings_of(job: dict):
-    """(PruneSettings, ranks) of a stored job, validated again; ConnectomeError for a damaged row."""
+def settings_of(job: dict, policy: Policy):
+    """(PruneSettings, ranks) of a stored job, validated again and allowed by this server's `policy`;
+    ConnectomeError for a damaged row or one this server refuses."""
     try:
         spec = json.loads(job["spec"])
     except (TypeError, ValueError):
         raise ConnectomeError(f"job {job['id']}: the stored job is not JSON") from None
-    return stored_settings(spec, f"job {job['id']}")
+    settings, nproc = stored_settings(spec, f"job {job['id']}")
+    check_allowed(settings, policy)
+    return settings, nproc
 
 
 def _processes_of(run_dir: Path) -> list[int]:
@@ -62,8 +66,10 @@ def _processes_of(run_dir: Path) -> list[int]:
 class Scheduler:
     """Starts queued jobs while fewer than `workers` run, follows them, and records how they end."""
 
-    def __init__(self, store: JobStore, root: Path, workers: int = 1, poll: float = 0.5, gpus: int = 0):
+    def __init__(self, store: JobStore, root: Path, workers: int = 1, poll: float = 0.5, gpus: int = 0,
+                 policy: Policy | None = None):
         self.store, self.root, self.workers, self.poll = store, root, workers, poll
+        self.policy = policy or Policy()  # the strictest: no user code, no data roots
         # GPUs are handed out whole: a job gets `nproc_per_node` of them (one without torchrun), named
         # as the server sees them, so that a server started with CUDA_VISIBLE_DEVICES=2,3 uses 2 and 3.
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -134,8 +140,8 @@ class Scheduler:
             if len(self.procs) >= self.workers:
                 break
             try:
-                settings, nproc = settings_of(job)
-            except ConnectomeError as e:  # a damaged row (or one an earlier server let in): fail it, go on
+                settings, nproc = settings_of(job, self.policy)
+            except ConnectomeError as e:  # a damaged row, or one an earlier server let in: fail it, go on
                 self.store.transition(job["id"], ("queued",), state="failed", finished=time.time(), error=str(e))
                 continue
             gpus = self._free_gpus(nproc)
