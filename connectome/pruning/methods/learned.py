@@ -114,11 +114,21 @@ class Learned(RunFolder):
 
     @classmethod
     def work(cls, s, decide, accept, evals, target, prunable):
-        """learn_epochs passes over the decision split, and a measurement at every count and the dense model."""
-        points = min(s.learn_points, target) if target else s.learn_points
-        return (s.learn_epochs * decide + (points + 1) * (accept + evals),
-                f"learn_epochs {s.learn_epochs:g} x {decide:,} decision samples + {points + 1:,} measurements of "
-                f"{accept + evals:,}")
+        """learn_epochs passes over the decision split, a measurement at every count and the dense model,
+        and with learn_select the acceptance checks: a count is checked at its first batch and every
+        learn_check epochs, and stops no sooner than learn_patience checks after its first (as `run`)."""
+        points = min(s.learn_points, target) if target else s.learn_points  # the schedule's distinct counts
+        total, how = (s.learn_epochs * decide + (points + 1) * (accept + evals),
+                      f"learn_epochs {s.learn_epochs:g} x {decide:,} decision samples + {points + 1:,} "
+                      f"measurements of {accept + evals:,}")
+        if s.learn_select:
+            per_epoch = math.ceil(decide / s.batch_size)
+            share = max(points, math.ceil(s.learn_epochs * per_epoch)) // points  # a count's batches, at least
+            every = max(1, round(s.learn_check * per_epoch))
+            checks = points * min(s.learn_patience + 1, math.ceil(share / every))
+            total += checks * accept
+            how += f" + {checks:,} acceptance checks of {accept:,}"
+        return total, how
 
     @property
     def elapsed(self) -> float:
