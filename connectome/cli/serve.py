@@ -14,7 +14,7 @@ import click
 from connectome.cli.options import settings_options
 from connectome.errors import ConnectomeError
 from connectome.pruning.settings import PruneSettings
-from connectome.serve.policy import DEFAULT_MAX_WORK
+from connectome.serve.policy import DEFAULT_MAX_WORK, MAX_WORK
 from connectome.settings import parse_flag
 
 DEFAULT_PORT = 8470
@@ -61,12 +61,18 @@ def read_or_create_token(path: Path) -> tuple[str, bool]:
 @click.option("--data-root", multiple=True, type=click.Path(exists=True, file_okay=False), help="Folder jobs may read data and weights files from (repeatable).")
 @click.option("--allow-user-code", is_flag=True, help="Accept package.module:function models (they import code).")
 @click.option("--max-nproc", type=click.IntRange(min=1), default=None, help="Largest nproc_per_node of a job (default: the number of GPUs, at least 1).")
-@click.option("--max-work", type=click.FloatRange(min=1, max=1e18), default=DEFAULT_MAX_WORK, show_default=True,
-              help="Most images through the model one job may ask for (training passes, statistics, evaluations); "
-                   "a job over it gets 400.")
+@click.option("--max-work", type=float, default=DEFAULT_MAX_WORK, show_default=True,
+              help=f"Most images through the model one job may ask for (training passes, statistics, evaluations, "
+                   f"acceptance checks), from 1 to {MAX_WORK:g}; a job over it gets 400.")
 def serve(root, host, port, token_file, workers, data_root, allow_user_code, max_nproc, max_work):
     """Run the pruning service: a job queue, live curves on a web page, hosted weights."""
     import socket
+
+    # Checked here, not by click.FloatRange: NaN passes its comparisons, and the server then refused
+    # every job; and the answer is one line, as for every other bad value of the service.
+    if not 1 <= max_work <= MAX_WORK:
+        raise ConnectomeError(f"--max-work {max_work:g}: give the most images one job may pass through the model, "
+                              f"a number from 1 to {MAX_WORK:g} (default {DEFAULT_MAX_WORK:g})")
 
     uvicorn = _need("uvicorn")
     _need("fastapi")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 SOURCE = "job"  # how messages name a submitted body
 DEFAULT_MAX_WORK = 1e9  # images through the model: about 300 times the learned default on 100,000 ImageNet images
+MAX_WORK = 1e18  # the largest --max-work a server takes: more than any server passes in years
 
 
 @dataclass
