@@ -14,14 +14,22 @@ from connectome.errors import ConnectomeError, reason
 
 CIFAR10_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR10_BINARY_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+NUM_CLASSES = 10
 
 
 def _read_cifar_bin(files: list[Path]) -> ImageTensors:
     # Each record: one label byte, then 3072 bytes of a 32x32 image, red, green, blue planes.
-    raw = np.concatenate([np.fromfile(f, dtype=np.uint8) for f in files])
-    if raw.size % 3073:
-        raise ConnectomeError(f"CIFAR-10 binary files {files[0].parent} are truncated")
-    raw = raw.reshape(-1, 3073)
+    records = []
+    for f in files:
+        raw = np.fromfile(f, dtype=np.uint8)
+        if raw.size % 3073 or not raw.size:
+            raise ConnectomeError(f"{f} is truncated ({raw.size:,} bytes, not a whole number of 3,073-byte records): "
+                                  f"replace it with a complete copy")
+        raw = raw.reshape(-1, 3073)
+        if raw[:, 0].max() >= NUM_CLASSES:
+            raise ConnectomeError(f"{f} holds label {raw[:, 0].max()}: CIFAR-10 labels are 0-{NUM_CLASSES - 1}")
+        records.append(raw)
+    raw = np.concatenate(records)
     images = torch.from_numpy(raw[:, 1:].copy()).view(-1, 3, 32, 32)
     return ImageTensors(images, torch.from_numpy(raw[:, 0].astype(np.int64)))
 
@@ -53,4 +61,4 @@ def cifar10(path: str | None) -> Splits:
         raise ConnectomeError(f"{root} holds no CIFAR-10 binary batches (data_batch_1.bin ... test_batch.bin), "
                               f"no train/ and test/ image folders and is no .tar.gz of them")
     train = _read_cifar_bin([folder / f"data_batch_{i}.bin" for i in range(1, 6)])
-    return Splits(train, _read_cifar_bin([folder / "test_batch.bin"]), 10, "cifar10")
+    return Splits(train, _read_cifar_bin([folder / "test_batch.bin"]), NUM_CLASSES, "cifar10")
