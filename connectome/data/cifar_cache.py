@@ -36,10 +36,12 @@ def _key(kind: str, digest: str) -> str:
 
 def _decode(path: Path, listing) -> tuple[dict, float, int]:
     t0, workers = time.time(), idle_workers()
+    archive = listing is None
     listing = listing or archive_listing(path)
     tensors = {}
     for split in SPLITS:
-        tensors[f"{split}.images"], tensors[f"{split}.labels"] = decode_split(listing[split], f"{path}:{split}", workers)
+        where = f"{path}:{split}" if archive else str(path / split)  # a member of the tarball, or a file's own path
+        tensors[f"{split}.images"], tensors[f"{split}.labels"] = decode_split(listing[split], where, workers)
     return tensors, time.time() - t0, workers
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from connectome.errors import ConnectomeError
+from connectome.errors import ConnectomeError, reason
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "test")
@@ -127,17 +127,22 @@ def archive_listing(path: Path) -> Listing:
 # --- decoding --------------------------------------------------------------------------------------
 
 def decode(source: object, where: str) -> np.ndarray:
-    """One image (bytes or a path) as a (32, 32, 3) uint8 array; grey or palette images become RGB."""
-    from PIL import Image, UnidentifiedImageError
+    """One image (bytes or a path) as a (32, 32, 3) uint8 array; grey or palette images become RGB.
+    The size is checked from the header, before any pixel is decoded."""
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ConnectomeError(f"{where} is not a readable image ({e})") from None
-    if rgb.size != (32, 32):
-        raise ConnectomeError(f"{where} is {rgb.size[0]}x{rgb.size[1]}: CIFAR-10 images are 32x32")
-    return np.asarray(rgb)
+            if img.size != (32, 32):
+                raise ConnectomeError(f"{where} is {img.size[0]}x{img.size[1]}: CIFAR-10 images are 32x32")
+            return np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError as e:  # raised by open() from the header of a huge image
+        raise ConnectomeError(f"{where} is too large to be a CIFAR-10 image ({reason(e)}); CIFAR-10 images are "
+                              f"32x32") from None
+    except ConnectomeError:
+        raise
+    except Exception as e:  # noqa: BLE001 damaged files make PIL's decoders raise OSError, ValueError, SyntaxError...
+        raise ConnectomeError(f"{where} is not a readable image ({reason(e)})") from None
 
 
 def _decode_chunk(files: list[tuple[int, str, object]], where: str) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 from torchvision.datasets import ImageFolder
 
 from connectome.data.splits import Splits
-from connectome.errors import ConnectomeError
+from connectome.errors import ConnectomeError, reason
 
 IMAGENET_CLASSES = 1000
 
@@ -43,9 +43,31 @@ class ImageNetFolder(ImageFolder):
         return classes, {name: index[name] for name in classes}
 
 
+class UnreadableImage(ConnectomeError):
+    """An image file that cannot be decoded. Raised in a DataLoader worker, it comes back to the main
+    process rebuilt from the worker's whole traceback: only its last line, this error's own, is kept."""
+
+    def __init__(self, message: str):
+        own = f"{type(self).__module__}.{type(self).__qualname__}: "
+        super().__init__(message.strip().splitlines()[-1].removeprefix(own))
+
+
+def load_rgb(path: str):
+    """torchvision's PIL loader, with a damaged or huge file refused in one line naming it."""
+    from PIL import Image
+    from torchvision.datasets.folder import pil_loader
+
+    try:
+        return pil_loader(path)
+    except Image.DecompressionBombError as e:  # raised by open() from the header of a huge image
+        raise UnreadableImage(f"{path} is too large to decode ({reason(e)}): resize it or leave it out") from None
+    except Exception as e:  # noqa: BLE001 damaged files make PIL's decoders raise OSError, ValueError, SyntaxError...
+        raise UnreadableImage(f"{path} is not a readable image ({reason(e)}): replace it or leave it out") from None
+
+
 def _read(cls, folder: Path, transforms) -> ImageFolder:
     try:
-        return cls(str(folder), transform=transforms)
+        return cls(str(folder), transform=transforms, loader=load_rgb)
     except FileNotFoundError as e:  # torchvision: no class folders, or a class folder without images
         raise ConnectomeError(f"{folder}: {str(e).splitlines()[0]}") from None
 
