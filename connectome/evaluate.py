@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from connectome.data import batches
+from connectome.data.fit import forward_checked
 from connectome.distributed import all_reduce_, rank_and_size
 
 
@@ -65,7 +66,12 @@ def evaluate(model, dataset, batch_size: int = 256, device="cpu", progress: bool
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(x)
+            try:
+                logits = model(x)
+            except RuntimeError:
+                if not samples:  # the first batch: a model that cannot take the data says so in one line
+                    forward_checked(model, x[:1], "the data")
+                raise
         logits = logits.float()
         plain = F.cross_entropy(logits, y, reduction="none")
         objective = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing) \

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from connectome.data import Splits, default_workers, labels_of, load_dataset, subset
+from connectome.data.fit import check_fit
 from connectome.errors import ConnectomeError
 from connectome.models.load import LoadedModel, load_model, state_sha256
 from connectome.pruning.flat import FlatWeights, prunable_parameters
@@ -82,6 +83,7 @@ def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
     if s.eval_samples and s.eval_samples > len(splits.test):
         raise ConnectomeError(f"--eval-samples {s.eval_samples:,} exceeds the {len(splits.test):,} evaluation samples")
     model = loaded.module.to(device).eval()
+    check_fit(model, splits.test, splits.num_classes, data, s.model, device)  # one sample, before any pass
     params = prunable_parameters(model, s.include, s.exclude)
     if not params:
         raise ConnectomeError("no prunable parameters: check --include/--exclude patterns")
