@@ -10,6 +10,7 @@ Splits, seeded subsets of them and batches.
     decoded    an image folder's subsets decoded once into tensor files (--cache-calib)
     cifar_files, cifar_cache   CIFAR-10 as image files (a folder or a .tar.gz), decoded once and cached
     augment    random resized crops and flips of a batch (the learned mask's training views)
+    fit        whether a model takes a dataset's samples: one sample, one line naming the layer
     datasets   the names above, for code that imports them from there
 """
 
