@@ -4,6 +4,7 @@ The server and client need the `serve` extra (`pip install 'connectome[serve]'`)
 
 import math
 import os
+import re
 import secrets
 import stat
 import time
@@ -28,21 +29,48 @@ def _need(module: str):
         raise ConnectomeError(f"{module} is missing: pip install 'connectome[serve]'") from None
 
 
+TOKEN_FILE_LIMIT = 4096  # a token file holds one short line: /dev/zero is not read for ever
+
+
+def check_token(token: str, what: str) -> str:
+    """A bearer token as an HTTP header can carry it: one word of visible ASCII (RFC 6750)."""
+    if not token:
+        raise ConnectomeError(f"{what} is empty: it must hold the token, on one line")
+    lines = token.splitlines()
+    if len(lines) > 1:
+        raise ConnectomeError(f"{what} holds {len(lines)} lines: it must hold the token alone, on one line")
+    if not re.fullmatch(r"[!-~]+", token):
+        raise ConnectomeError(f"{what} holds spaces, control characters or non-ASCII letters: "
+                              f"a token is one word of visible ASCII")
+    return token
+
+
+def read_token_file(path: Path) -> str:
+    """The token a file holds (a trailing newline aside), the same rules for the server and its clients."""
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise ConnectomeError(f"token file {path} is not a file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(TOKEN_FILE_LIMIT + 1)
+    except OSError as e:
+        raise ConnectomeError(f"token file {path} is unreadable ({e.strerror})") from None
+    if len(data) > TOKEN_FILE_LIMIT:
+        raise ConnectomeError(f"token file {path} is over {TOKEN_FILE_LIMIT} bytes: it must hold the token alone, on one line")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ConnectomeError(f"token file {path} holds bytes that are not ASCII: a token is one word of visible ASCII") from None
+    return check_token(text.strip(), f"token file {path}")
+
+
 def read_or_create_token(path: Path) -> tuple[str, bool]:
     """The token in `path`; a new random one, written with mode 0600, if the file is missing."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        if not path.is_file():
-            raise ConnectomeError(f"token file {path} is not a file") from None
+        token = read_token_file(path)
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             click.echo(f"warning: {path} is readable by others (chmod 600 {path})", err=True)
-        try:
-            token = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConnectomeError(f"token file {path} is unreadable ({getattr(e, 'strerror', None) or type(e).__name__})") from None
-        if not token:
-            raise ConnectomeError(f"token file {path} is empty") from None
         return token, False
     except OSError as e:  # no such folder, no permission: the server cannot keep its token there
         raise ConnectomeError(f"token file {path}: {e.strerror}") from None
@@ -121,23 +149,46 @@ def _client(server: str, token: str | None):
         raise ConnectomeError(f"--server {server!r} is not a URL ({e})") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ConnectomeError(f"--server {server!r} is not an http(s) URL")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=30)
+    return httpx.Client(base_url=server.rstrip("/"), auth=_bearer_for(url, token) if token else None, timeout=30)
 
 
-def _request(client, method: str, path: str, **kw) -> dict:
+def _origin(url) -> tuple:
+    return url.scheme, url.host, url.port  # httpx gives no port where it is the scheme's default
+
+
+def _bearer_for(server, token: str):
+    """The token for requests to the origin the user named only: a URL that a reply names, on another
+    host, port or scheme, gets none. On a redirect httpx drops it itself where the origin changes."""
+    def auth(request):
+        if _origin(request.url) == _origin(server):
+            request.headers["Authorization"] = f"Bearer {token}"
+        return request
+    return auth
+
+
+def _one_line(text, limit: int = 300) -> str:
+    """A server's words as one line of an error, however many lines or megabytes it sent."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _request(client, method: str, path: str, **kw):
     httpx = _need("httpx")
     try:
         r = client.request(method, path, **kw)
     except (httpx.HTTPError, httpx.InvalidURL) as e:
-        raise ConnectomeError(f"cannot reach {client.base_url} ({e})") from None
-    if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        raise ConnectomeError(f"{r.status_code}: {detail}")
-    return r.json()
+        raise ConnectomeError(f"cannot reach {client.base_url} ({_one_line(e)})") from None
+    try:
+        body = r.json()
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested past Python's stack
+        body = None
+    if r.status_code >= 300:  # redirects are not followed: the API answers at the address given
+        detail = body.get("detail") if isinstance(body, dict) else None
+        lines = r.text.strip().splitlines()
+        raise ConnectomeError(f"{r.status_code}: {_one_line(detail or (lines[0] if lines else r.reason_phrase))}")
+    if body is None:
+        raise ConnectomeError(f"{r.url}: the reply is not JSON: is --server {client.base_url} a connectome server?")
+    return body
 
 
 server_options = [
@@ -154,7 +205,9 @@ def with_server_options(f):
 
 
 def _token(token, token_file):
-    return Path(token_file).read_text().strip() if token_file and not token else token
+    if token is not None:
+        return check_token(token, "--token (or $CONNECTOME_TOKEN)")
+    return read_token_file(Path(token_file)) if token_file else None
 
 
 def _fmt(job: dict) -> str:
@@ -293,26 +346,68 @@ def download(job_id, out, server, token, token_file):
     out = Path(out or f"runs/job-{job_id}")
     check_folder(out)  # a folder of someone else's files is not written over
     with _client(server, _token(token, token_file)) as client:
-        job = _request(client, "GET", f"/api/jobs/{job_id}")
-        if job["state"] != "done":
-            raise ConnectomeError(f"job {job_id} is {job['state']}: only a finished job has files")
+        job = _finished_job(_request(client, "GET", f"/api/jobs/{job_id}"), f"{client.base_url}/api/jobs/{job_id}")
+        if job.state != "done":
+            raise ConnectomeError(f"job {job_id} is {job.state}: only a finished job has files")
         with claimed_folder(out):
             _download_files(client, job, out)
 
 
-def _download_files(client, job: dict, out: Path) -> None:
+# The names the server serves (its SAFE_NAME, no hidden file): a name in a reply is written in
+# --out as it is, so it is never a path, nor the folder's marker or a temporary file.
+FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$"
+
+
+def _finished_job(reply, where: str):
+    """A job's reply checked whole before anything is written: one line naming the field if not."""
+    pydantic = _need("pydantic")
+
+    class File(pydantic.BaseModel, strict=True):
+        name: str = pydantic.Field(pattern=FILE_NAME)
+        size: int = pydantic.Field(ge=0)
+        url: str = pydantic.Field(max_length=4096)
+
+    class Job(pydantic.BaseModel, strict=True):
+        state: str = pydantic.Field(pattern=r"^[a-z]{1,40}$")  # echoed in an error: one short word
+        files: list[File]
+
+    try:
+        job = Job.model_validate(reply)
+    except pydantic.ValidationError as e:
+        error = e.errors()[0]
+        field = ".".join(map(str, error["loc"])) or "the reply"
+        raise ConnectomeError(f"{where}: the reply is not a job ({_one_line(field, 80)}: {error['msg']}): "
+                              f"is --server a connectome server?") from None
+    names = [f.name for f in job.files]
+    if len(set(names)) < len(names):
+        raise ConnectomeError(f"{where}: the reply lists a file twice: is --server a connectome server?")
+    return job
+
+
+def _download_files(client, job, out: Path) -> None:
     from connectome.io import atomic_path
 
     import httpx
 
-    for f in job["files"]:
-        try:
-            with atomic_path(out / Path(f["name"]).name) as tmp, client.stream("GET", f["url"]) as r:
-                if r.status_code >= 400:
-                    raise ConnectomeError(f"{r.status_code}: the server did not send {f['name']}")
-                with open(tmp, "wb") as fh:
-                    for chunk in r.iter_bytes():
-                        fh.write(chunk)
-        except httpx.HTTPError as e:  # atomic: the file it was writing is left as it was
-            raise ConnectomeError(f"cannot download {f['name']} from {client.base_url} ({e})") from None
-        click.echo(f"  {out / f['name']} ({f['size']:,} bytes)")
+    for f in job.files:
+        try:  # atomic: a failed file leaves what was there as it was
+            with atomic_path(out / f.name) as tmp, client.stream("GET", f.url, follow_redirects=True) as r:
+                if r.status_code != 200:
+                    raise ConnectomeError(f"{r.status_code}: the server did not send {f.name} ({_one_line(r.url, 200)})")
+                _write_bounded(r, tmp, f)
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            raise ConnectomeError(f"cannot download {f.name} from {_one_line(f.url, 200)} ({_one_line(e)})") from None
+        click.echo(f"  {out / f.name} ({f.size:,} bytes)")
+
+
+def _write_bounded(r, tmp: Path, f) -> None:
+    """The body, which must be the size the listing says: a server that sends more is stopped there."""
+    written = 0
+    with open(tmp, "wb") as fh:
+        for chunk in r.iter_bytes():
+            written += len(chunk)
+            if written > f.size:
+                raise ConnectomeError(f"{f.name}: the server sent more than the {f.size:,} bytes its listing says")
+            fh.write(chunk)
+    if written != f.size:
+        raise ConnectomeError(f"{f.name}: the server sent {written:,} bytes, its listing says {f.size:,}: download it again")
