@@ -5,7 +5,7 @@ its weights.
     source       the Source base and the table of sources: every fact about a kind of model is
                  a question its source answers
     sources/     one module per source (reference, lite0, torchvision, timm, user), registered on import
-    load         load_model and model_kind: a spec's source asked to load it
+    load         load_model: a spec's source asked to load it
     loaded       LoadedModel, what a source's load returns
     provenance   where weights came from, and the label run folders and published files carry
     preprocess   eval preprocessing as a timm data config; a builder's pretrained_cfg; overrides
@@ -15,12 +15,12 @@ its weights.
 """
 
 from connectome.models.files import file_sha256, load_weights, read_state_file, state_sha256
-from connectome.models.load import load_model, model_kind
+from connectome.models.load import load_model
 from connectome.models.loaded import LoadedModel
 from connectome.models.preprocess import IMAGENET_EVAL, check_preprocess, data_config, eval_transform
 from connectome.models.provenance import Provenance
 from connectome.models.source import SOURCES, Source, register_source, source_of
 
-__all__ = ["load_model", "model_kind", "source_of", "LoadedModel", "Provenance", "Source", "SOURCES",
+__all__ = ["load_model", "source_of", "LoadedModel", "Provenance", "Source", "SOURCES",
            "register_source", "IMAGENET_EVAL", "check_preprocess", "data_config", "eval_transform",
            "file_sha256", "load_weights", "read_state_file", "state_sha256"]

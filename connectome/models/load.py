@@ -21,11 +21,6 @@ from connectome.models.source import source_of
 import connectome.models.sources  # noqa: F401  (registers every source)
 
 
-def model_kind(spec: str) -> str:
-    """Which source a spec names (its kind): timm, reference, lite0, torchvision or user."""
-    return source_of(spec).kind
-
-
 def load_model(spec: str, weights: str | None = None, weights_file: str | None = None,
                pretrained: bool = True, *, preprocess: dict | list | str | None = None) -> LoadedModel:
     """Resolve a model spec. `pretrained=False` gives a reference architecture untrained (for `train`).

@@ -6,7 +6,7 @@ methods compared side by side.
     prune(PruneSettings(model="lenet_300_100", remove="50%"), "runs/demo")
 """
 
-__all__ = ["prune", "compare", "PruneSettings", "CompareSettings"]
+__all__ = ["prune", "PruneSettings", "CompareSettings"]
 
 
 def __getattr__(name):

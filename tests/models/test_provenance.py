@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from connectome.models import SOURCES, Provenance, file_sha256, load_model, model_kind
+from connectome.models import SOURCES, Provenance, file_sha256, load_model, source_of
 from connectome.errors import ConnectomeError
 
 
@@ -18,9 +18,9 @@ def test_registry_matches_specs_in_order():
     assert list(SOURCES) == ["reference", "lite0", "torchvision", "timm", "user"]  # as `connectome models` lists them
     for spec, kind in (("timm:resnet10t", "timm"), ("lenet_300_100", "reference"), ("efficientnet_lite0", "lite0"),
                        ("mobilenet_v3_large", "torchvision"), ("pkg.mod:build", "user")):
-        assert model_kind(spec) == kind
+        assert source_of(spec).kind == kind
     with pytest.raises(ConnectomeError, match="unknown model"):
-        model_kind("no_such_model")
+        source_of("no_such_model")
 
 
 def test_reference_labels(tmp_path):
