@@ -45,7 +45,7 @@ def prune(recipe, job, out, resume, quiet, **params):
     r = manifest["result"]
     d, f = r["dense"], r["final"]
     folder = out or s.default_out()
-    unit = "steps" if s.method == "greedy" or s.restore_cycles else "counts"  # learned and one-shot record counts
+    unit = s.methods_run()[-1].unit  # what the method that ran last records: steps or counts
     click.echo(f"removed {r['removed']:,} weights in {r['accepted_steps']} {unit} ({r['seconds']:.0f} s)\n"
                f"  dense : top-1 {d['top1']:.2f}%  top-5 {d['top5']:.2f}%  loss {d['loss']:.4f}\n"
                f"  pruned: top-1 {f['top1']:.2f}%  top-5 {f['top5']:.2f}%  loss {f['loss']:.4f}\n"

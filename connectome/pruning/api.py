@@ -12,8 +12,6 @@ from connectome.device import resolve_device
 from connectome.distributed import init_from_env, is_main
 from connectome.errors import ConnectomeError
 from connectome.io import folder_lock, read_metadata
-from connectome.pruning import methods
-from connectome.pruning.methods.greedy import Greedy
 from connectome.pruning.results import write_results
 from connectome.pruning.settings import PruneSettings
 from connectome.pruning.setup import Runtime, prepare
@@ -47,8 +45,9 @@ def prune(s: PruneSettings, out: Path | None = None, resume: bool = False, progr
         if on_start and is_main():
             on_start(setup, run)
         run.run()
-        if s.restore_cycles and not isinstance(run, Greedy):  # delete-and-restore from the method's mask
-            run = Greedy(setup, out, runtime=rt, on_step=on_step, start=run)
+        restorer = s.methods_run()[-1]
+        if not isinstance(run, restorer):  # the restore cycles, from the method's mask
+            run = restorer(setup, out, runtime=rt, on_step=on_step, start=run)
             run.run()
         return write_results(run, command) if is_main() else None
 
@@ -57,9 +56,9 @@ def start_run(setup, out: Path, resume: bool, rt: Runtime, on_step):
     """The settings' method in the folder; a run whose restore cycles have begun resumes as the greedy
     loop that runs them (the loop's state then replaces the method's in the folder)."""
     state = out / FILE
-    method = methods.get(setup.settings.method)
-    if method is not Greedy and resume and state.exists() and is_greedy_state(state):
-        method = Greedy
+    method, *restorer = setup.settings.methods_run()
+    if restorer and resume and state.exists() and is_greedy_state(state):
+        method = restorer[0]
     return method(setup, out, resume=resume, runtime=rt, on_step=on_step)
 
 

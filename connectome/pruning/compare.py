@@ -1,6 +1,7 @@
 """Methods side by side: the same pretrained model pruned by each to the same removal counts.
 
-Each of `--methods` names a method and a score (connectome.pruning.settings.split_compared). One-shot
+Each of `--methods` names a method and a score, and runs with the settings `prune` with them would
+have (CompareSettings.run_settings: the same digest). One-shot
 entries rank the weights once per seed, on statistics of the dense model that all of them share, and
 are evaluated at every point of the grid. Iterative methods (greedy, learned) run in a folder per seed,
 stopping at each grid point to be evaluated: their curve is recorded as it goes.
@@ -23,7 +24,7 @@ from connectome.io import write_text
 from connectome.pruning import methods, scores
 from connectome.pruning.methods import one_shot as shot
 from connectome.pruning.methods.base import schedule
-from connectome.pruning.settings import CompareSettings, split_compared
+from connectome.pruning.settings import CompareSettings
 from connectome.pruning.setup import Runtime, prepare
 from connectome.sizes import parse_count
 
@@ -33,10 +34,10 @@ def _row(entry: str, seed: int, removed: int, m: dict) -> dict:
             "loss": m["loss"], **({"top1_present": m["top1_present"]} if m.get("top1_present") is not None else {})}
 
 
-def one_shot(setup, entry: str, score: str, stats, counts: list[int], seed: int, rt: Runtime):
+def one_shot(setup, entry: str, stats, counts: list[int], seed: int, rt: Runtime):
     """One ranking, cut and evaluated at every count of the grid: nested masks."""
     flat = setup.flat
-    ordered = shot.order(setup, scores.get(score, z=setup.settings.confidence), stats, seed)
+    ordered = shot.order(setup, scores.of(setup.settings), stats, seed)
     rows = []
     for k in tqdm(counts, desc=f"{entry} seed {seed}", disable=not rt.progress, leave=False):
         shot.cut(flat, ordered, k)
@@ -49,17 +50,13 @@ def one_shot(setup, entry: str, score: str, stats, counts: list[int], seed: int,
     return rows, per_layer
 
 
-def iterative(setup, entry: str, method: str, score: str | None, counts: list[int], seed: int, out: Path,
-              rt: Runtime):
+def iterative(setup, entry: str, counts: list[int], seed: int, out: Path, rt: Runtime):
     """The method in its own folder, stopped at each count of the grid to be evaluated there; resumable
-    per seed. Its settings are compare's own with the entry's score, so a folder written before methods
-    and scores were apart keeps its digest."""
+    per seed. `setup` holds the entry's own settings: its folder's digest is that of `prune` with them."""
     flat = setup.flat
     flat.reset()
-    if score is not None and score != setup.settings.score:
-        setup = replace(setup, settings=replace(setup.settings, score=score))
     folder, quiet = out / "runs" / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', entry)}-seed{seed}", replace(rt, progress=False)
-    run = methods.get(method).for_grid(setup, folder, counts, quiet)
+    run = methods.get(setup.settings.method).for_grid(setup, folder, counts, quiet)
     rows = []
     for k in tqdm(counts, desc=f"{entry} seed {seed}", disable=not rt.progress, leave=False):
         run.run(target=k)
@@ -75,7 +72,7 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
             limits: dict[str, str] | None = None) -> dict:
     """Every method of `cs` on every seed; writes compare.csv, compare.json, compare.png, layers.png.
     `limits` caps a method's counts, written as counts are ("10%"): a benchmark spends no evaluation
-    where a method has collapsed."""
+    where a method has collapsed. A folder of another compare's results is refused (its settings.json)."""
     out = Path(out) if out else cs.default_out()
     if out.exists() and not out.is_dir():
         raise ConnectomeError(f"--out {out} is a file, not a folder")
@@ -84,6 +81,8 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
     rows, layers, dense, evaluation = [], {}, None, None
     for seed in range(cs.seed, cs.seed + cs.seeds):  # --seed 3 --seeds 2: seeds 3 and 4, beside a run of 0-2
         setup = prepare(cs.prune_settings(seed), device)  # every check before the first file is written
+        if seed == cs.seed:
+            cs.claim(out)  # before any result is written: the same settings, or a one-line refusal
         if cs.cache_calib:  # image folders decoded once into uint8 tensors: calibration and evaluation
             from connectome.data.decoded import cache_calibration
             setup = cache_calibration(setup, cs.cache_calib, cs.workers, progress=progress)
@@ -109,18 +108,19 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
             counts = sorted(set(asked.values()))
         else:
             counts = schedule(setup.target, cs.points)
-        entries = {e: split_compared(e) for e in names}
-        ranking = [scores.REGISTRY[sc] for m, sc in entries.values() if not is_iterative(m)]
+        entries = {e: cs.run_settings(e, seed) for e in names}
+        ranking = [scores.REGISTRY[s.score] for s in entries.values() if not is_iterative(s.method)]
         needed, norms = shot.pass_needed(ranking, cs.unknown_last)
         # one pass shared by every one-shot entry
         stats = shot.statistics(setup, rt, norms) if needed else None
-        for entry, (method, score) in entries.items():
+        for entry, settings in entries.items():
             limit = parse_count(limits[entry], setup.flat.prunable()) if entry in (limits or {}) else counts[-1]
             mine = [k for k in counts if k <= limit] or counts[:1]
-            if is_iterative(method):
-                r, layer = iterative(setup, entry, method, score, mine, seed, out, rt)
+            mine_setup = replace(setup, settings=settings)
+            if is_iterative(settings.method):
+                r, layer = iterative(mine_setup, entry, mine, seed, out, rt)
             else:
-                r, layer = one_shot(setup, entry, score, stats, mine, seed, rt)
+                r, layer = one_shot(mine_setup, entry, stats, mine, seed, rt)
             rows += r
             layers.setdefault(entry, layer)
     summary = summarise(rows, dense, names)

@@ -23,6 +23,8 @@ class Score:
     needs_statistics: ClassVar[bool] = True
     # Ranks by stats.input_norm: the pass must be collect(..., input_norms=True).
     needs_input_norms: ClassVar[bool] = False
+    # The run settings it takes as options, by name: they decide the runs it ranks (their digest).
+    settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **options):
         self.options = options
@@ -44,6 +46,11 @@ def get(name: str, **options) -> Score:
     if name not in REGISTRY:
         raise ConnectomeError(f"unknown score {name!r}: choose from {', '.join(REGISTRY)}")
     return REGISTRY[name](**options)
+
+
+def of(s) -> Score:
+    """The score run settings `s` name, with the options it declares taken from them."""
+    return get(s.score, **{name: getattr(s, name) for name in REGISTRY.get(s.score, Score).settings})
 
 
 def predicted_removal(w, stats: GradStats, name: str) -> torch.Tensor:
@@ -114,9 +121,10 @@ class Connectome(Score):
     noise alone would ask: it also covers the error of the quadratic model, largest where |g*w| is."""
 
     name = "connectome"
+    settings = ("confidence",)
 
     def scores(self, name, w, stats, generator):
-        z = float(self.options.get("z", 8.0))
+        z = float(self.options.get("confidence", 8.0))
         return predicted_removal(w, stats, name) + z * w.abs() * stats.stderr(name)
 
 

@@ -2,12 +2,20 @@
 
 Defaults were chosen by measurement on the reference models; those marked "(no effect)" are off at
 their default. Runtime settings change no decision: a run may resume with other values.
+
+Which settings decide a run is said by the parts that read them, not here: a method declares the
+settings it reads (connectome.pruning.methods.base.RunFolder.settings), and a score its options
+(connectome.pruning.scores.Score.settings). A run's digest holds the common settings (those no part
+declares) and its parts' own: its method's, the restoring method's where it has restore cycles, and
+its score's where one of them ranks by it.
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 from connectome.errors import ConnectomeError
+from connectome.pruning.registry import METHODS
 from connectome.settings import RunSettings, setting
 from connectome.sizes import parse_count
 
@@ -17,9 +25,19 @@ def _scores() -> list[str]:
     return list(REGISTRY)
 
 
+def _score_class(name: str):
+    from connectome.pruning.scores import REGISTRY, get
+    return REGISTRY[name] if name in REGISTRY else type(get(name))  # get refuses an unknown name
+
+
 def _methods() -> list[str]:
-    from connectome.pruning.methods import names
-    return names()
+    return METHODS.names()
+
+
+def _owned() -> set[str]:
+    """The settings some method or score declares: the others are common to every run."""
+    from connectome.pruning.scores import REGISTRY
+    return {n for part in [*METHODS.classes(), *REGISTRY.values()] for n in part.settings}
 
 
 def _criteria() -> list[str]:
@@ -29,7 +47,7 @@ def _criteria() -> list[str]:
 
 def _compared() -> list[str]:
     """compare's names: a method, METHOD:SCORE, or a criterion as --criterion took it."""
-    return [*_methods(), *(f"{m}:{s}" for m in _methods() if m != "learned" for s in _scores()), *_criteria()]
+    return [*_methods(), *(f"{m}:{s}" for m in _methods() if METHODS.get(m).ranks for s in _scores()), *_criteria()]
 
 
 def split_criterion(name: str, in_compare: bool = False) -> tuple[str, str | None]:
@@ -48,23 +66,13 @@ def split_compared(name: str) -> tuple[str, str | None]:
         method, score = name.split(":", 1)
         return method, score
     if name in _methods():
-        return name, None if name == "learned" else PruneSettings.score_default()
+        return name, PruneSettings.score_default() if METHODS.get(name).ranks else None
     return split_criterion(name, in_compare=True)
 
 
-def _learns(s) -> bool:
-    """The learned method's settings decide a run only where a mask is learned."""
-    return s.method == "learned" or any(split_compared(m)[0] == "learned" for m in getattr(s, "methods", ()))
-
-
 def has_curve_points(s) -> bool:
-    """`learn_points` decides the run: the counts a learned run trains and a one-shot run cuts at."""
-    return _learns(s) or s.method == "one-shot"
-
-
-def _scored(s) -> bool:
-    """The score decides greedy and one-shot runs, and a learned run's restore cycles."""
-    return s.method != "learned" or bool(s.restore_cycles)
+    """`learn_points` decides the run (the counts of its curve)."""
+    return s.decides("learn_points")
 
 
 @dataclass
@@ -87,12 +95,14 @@ class PruneSettings(RunSettings):
                                      "ranking by --score), one-shot (rank once by --score on the dense model, cut at "
                                      "each count of the curve).", choices=_methods)
     score: str = setting("connectome", "How greedy and one-shot rank weights (and what a learned run's restore cycles "
-                                       "delete by).", choices=_scores, applies=_scored)
+                                       "delete by).", choices=_scores)
     # The spelling before --method and --score: translated on reading (split_criterion) and never stored.
     criterion: str | None = setting(None, "Old spelling: learned is --method learned; a score runs --method greedy "
-                                          "--score SCORE.", choices=_criteria, applies=lambda s: False)
+                                          "--score SCORE.", choices=_criteria)
+    # At most 100: z past a few tens only scales the charge; at 1e40 the scores overflowed and the
+    # loop ranked removed weights first, stepping forever without removing one.
     confidence: float = setting(8.0, "z of the connectome score's confidence bound (chosen by measurement).",
-                                minimum=0)
+                                minimum=0, maximum=100)
     include: list[str] = setting([], "Glob on parameter names to prune (repeatable).")
     exclude: list[str] = setting([], "Glob on parameter names to keep (repeatable).")
     calib_samples: int = setting(10000, "Training samples used: the decision and acceptance splits.", minimum=4)
@@ -141,30 +151,29 @@ class PruneSettings(RunSettings):
     # At most 1: one Adam step of that size already moves a score past the magnitude of any weight of a
     # trained network (scores start at |w|), and far larger rates overflow the float32 scores.
     learn_lr: float = setting(1e-4, "Adam learning rate of the learned method's scores.", above=0, maximum=1,
-                              hashed_when_set=True, applies=_learns)
+                              hashed_when_set=True)
     learn_epochs: float = setting(40.0, "Epochs over the decision split the learned method may train, shared "
                                         "by the counts of its schedule; --learn-select ends a count sooner where "
                                         "acceptance stops improving (chosen by measurement: on LeNet-300-100, 3 "
                                         "seeds, 40 kept 88.25% / 0.329 at 70% removed, 10 gave 87.95% / 0.352).",
                                   above=0,
-                                  maximum=1000, hashed_when_set=True, applies=_learns, legacy=10.0)
+                                  maximum=1000, hashed_when_set=True, legacy=10.0)
     learn_points: int = setting(10, "Counts of the curve up to --remove: learned trains them in turn, one-shot "
-                                    "cuts at each (compare uses its grid).", minimum=1, hashed_when_set=True,
-                                applies=has_curve_points)
+                                    "cuts at each (compare uses its grid).", minimum=1, hashed_when_set=True)
     learn_select: bool = setting(True, "Judge the learned mask on the acceptance split it never trains on: keep, per "
                                        "count, the scores whose acceptance loss and top-1 are best (the count's "
                                        "starting scores among them), and stop a count's training once acceptance "
                                        "stops improving (off: the last scores, trained for the whole share).",
-                                 hashed_when_set=True, applies=_learns, legacy=False)
+                                 hashed_when_set=True, legacy=False)
     learn_check: float = setting(0.5, "Epochs between two acceptance checks of --learn-select.", above=0,
-                                 maximum=1000, hashed_when_set=True, applies=_learns)
+                                 maximum=1000, hashed_when_set=True)
     learn_patience: int = setting(2, "Acceptance checks without improvement that end a count's training.",
-                                  minimum=1, maximum=1000, hashed_when_set=True, applies=_learns)
+                                  minimum=1, maximum=1000, hashed_when_set=True)
     learn_augment: bool | None = setting(None, "Train the learned mask on random resized crops and flips of the "
                                                 "decision images (torchvision's RandomResizedCrop defaults), the views "
                                                 "ImageNet classifiers are trained on [default: on for image folders, "
                                                 "off for MNIST and CIFAR tensors].", hashed_when_set=True,
-                                         applies=_learns, legacy=False)
+                                         legacy=False)
     # Runtime: how the run is computed, not what it decides.
     eval_every: int = setting(5, "Evaluate on the evaluation split every this many accepted steps.", minimum=1,
                               runtime=True)
@@ -203,23 +212,66 @@ class PruneSettings(RunSettings):
             raise ConnectomeError(f"{source}: criterion is the old spelling of method and score: give one or the other")
         return super().from_mapping(values, source, allow)
 
+    def methods_run(self) -> list[type]:
+        """The methods of the run, in order: its own, then the one that runs its restore cycles."""
+        first = METHODS.get(self.method)
+        restorer = [m for m in METHODS.classes() if m.restores and m is not first] if self.restore_cycles else []
+        return [first, *restorer]
+
+    def decided(self) -> set[str]:
+        """The names of the settings that decide this run (see the module's docstring)."""
+        parts = self.methods_run()
+        names = {"method"}
+        if any(m.ranks for m in parts):
+            parts.append(_score_class(self.score))
+            names.add("score")
+        owned = _owned()
+        common = {s.name for s in self.specs() if s.name not in owned and s.name not in ("method", "score", "criterion")}
+        return names | common | {n for part in parts for n in part.settings}
+
     def hashed(self) -> dict:
-        """The digest's settings under the names runs were named by before methods and scores were apart
-        (a greedy run by its score as `criterion`, a learned one as criterion learned), so every earlier
-        run keeps its folder name and its resume."""
-        out = {k: v for k, v in super().hashed().items() if k not in ("method", "score")}
-        out["criterion"] = "learned" if self.method == "learned" else self.score
-        if self.method not in ("learned", "greedy"):
-            out["method"] = self.method
-        if self.method == "learned" and _scored(self) and self.score != self.score_default():
-            out["score"] = self.score
+        """The settings that decide the run, the method and score spelled as runs were named before they
+        were apart (`criterion`: the score of a method that ranks, else the method; `method` only where
+        the criterion alone read as another), so a greedy connectome run keeps its first digest."""
+        out = super().hashed()
+        method, score = out.pop("method"), out.pop("score", None)
+        criterion = score if METHODS.get(method).ranks else method
+        out["criterion"] = criterion
+        if split_criterion(criterion)[0] != method:
+            out["method"] = method
+        if score is not None and criterion != score:
+            out["score"] = score
         return out
 
+    def decides(self, name: str) -> bool:
+        return name in self.decided()
+
+    def _decides(self, spec) -> bool:
+        return not spec.meta["runtime"] and spec.name in self.decided()
+
+    @classmethod
+    def from_record(cls, stored: dict):
+        """The settings a state file or settings.json recorded, as these settings (None where they do
+        not read as such): a run started under another digest rule is known by its settings (read-time
+        translation; a setting added since counts at the value such runs behaved as)."""
+        names = {s.name: s for s in cls.specs()}
+        values = {k: v for k, v in stored.items() if k in names}
+        if values.get("criterion") is not None and "method" in values:  # method and score decide
+            values.pop("criterion")
+        values.update({n: s.meta["legacy"] for n, s in names.items() if s.meta["hashed_when_set"] and n not in values})
+        try:
+            return cls(**values)
+        except (TypeError, ValueError, ConnectomeError):
+            return None
+
+    def same_run(self, stored: dict) -> bool:
+        """The recorded settings are a run of these: the digest of the record, by today's rule, is ours."""
+        record = self.from_record(stored)
+        return record is not None and record.digest() == self.digest()
+
     def diff(self, stored: dict) -> list[str]:
-        if stored.get("criterion") is not None and "method" not in stored:  # a record of an earlier run
-            method, score = split_criterion(stored["criterion"])
-            stored = {**stored, "method": method, "score": score or self.score_default()}
-        return super().diff(stored)
+        record = self.from_record(stored)
+        return super().diff(record.to_dict() if record is not None else stored)
 
     def recorded(self) -> str:
         """The `criterion` a model file's metadata records, as files were written before methods and
@@ -228,7 +280,7 @@ class PruneSettings(RunSettings):
 
     def label(self) -> str:
         """What ran, in words for titles and records: "learned", "greedy connectome", "one-shot wanda"."""
-        return "learned" if self.method == "learned" else f"{self.method} {self.score}"
+        return f"{self.method} {self.score}" if METHODS.get(self.method).ranks else self.method
 
     def check(self) -> None:
         if self.pattern is not None:
@@ -266,10 +318,36 @@ class CompareSettings(PruneSettings):
                                  "What to compare (comma-separated or repeated): learned, greedy:SCORE, "
                                  "one-shot:SCORE; a bare score is one-shot, connectome the greedy loop (as before "
                                  "--method).", choices=_compared)
-    points: int = setting(20, "Grid points up to --remove.", minimum=1)
+    # Bounds of work a run can finish: each point is an evaluation of every method, each seed all of it again.
+    points: int = setting(20, "Grid points up to --remove.", minimum=1, maximum=1000)
     counts: list[str] = setting([], "The grid's counts instead of --points (e.g. 5%,10%,20%), where the curves bend; "
                                     "none above --remove.", hashed_when_set=True)
-    seeds: int = setting(3, "Seeds of the calibration subsets and random choices, from --seed on.", minimum=1)
+    seeds: int = setting(3, "Seeds of the calibration subsets and random choices, from --seed on.", minimum=1,
+                         maximum=100)
+
+    def __post_init__(self):
+        super().__post_init__()
+        # Names of one run (connectome, greedy and greedy:connectome) run once, under the first name.
+        runs: dict[tuple, str] = {}
+        for name in self.methods:
+            first = runs.setdefault(split_compared(name), name)
+            if first != name:
+                self.notes.append(f"--methods {name} is the run of {first}: it runs once")
+        self.methods = list(runs.values())
+
+    def run_settings(self, entry: str, seed: int | None = None) -> PruneSettings:
+        """The settings of one entry's run: `prune` with its method and score gives the same digest."""
+        method, score = split_compared(entry)
+        return dataclasses.replace(self.prune_settings(self.seed if seed is None else seed), method=method,
+                                   **({"score": score} if score else {}))
+
+    def decided(self) -> set[str]:
+        """The grid's settings, and those that decide any of its runs."""
+        runs = {n for entry in self.methods for n in self.run_settings(entry).decided()} - {"method", "score"}
+        return runs | {"methods", "points", "counts", "seeds"}
+
+    def hashed(self) -> dict:
+        return RunSettings.hashed(self)  # the methods named as given: no criterion to spell
 
     def check(self) -> None:
         super().check()

@@ -81,10 +81,15 @@ class LoopState:
 
 def check_settings(meta: dict, settings, path: Path) -> None:
     """A state resumes only under the settings it was written with (runtime settings aside): otherwise
-    one line names the settings that differ."""
-    if meta.get("digest") != settings.digest():
-        try:
-            stored = json.loads(meta.get("settings", "{}"))
-        except ValueError:
-            stored = {}
-        raise settings.mismatch(path.parent, stored if isinstance(stored, dict) else {})
+    one line names the settings that differ. A state written under an earlier digest rule (before each
+    method declared the settings it reads) is known by the settings it records: read-time translation,
+    and the next save records today's digest."""
+    if meta.get("digest") == settings.digest():
+        return
+    try:
+        stored = json.loads(meta.get("settings", "{}"))
+    except ValueError:
+        stored = {}
+    stored = stored if isinstance(stored, dict) else {}
+    if not settings.same_run(stored):
+        raise settings.mismatch(path.parent, stored)

@@ -44,7 +44,7 @@ def test_dloss_is_expected_loss_change():
 def test_connectome_charges_uncertain_gradients():
     var = torch.tensor([0.0, 0.0, 0.0, 1e4])  # weight 3's gradient is pure noise
     plain = scores.get("dloss").scores("w", W, stats_for(G, F, var), None)
-    bound = scores.get("connectome", z=2.0).scores("w", W, stats_for(G, F, var), None)
+    bound = scores.get("connectome", confidence=2.0).scores("w", W, stats_for(G, F, var), None)
     assert plain.argmin() == 3 and bound.argmin() != 3
     assert torch.allclose(bound[:3], plain[:3])  # no noise, no charge
 

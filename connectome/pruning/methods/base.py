@@ -33,9 +33,18 @@ class RunFolder:
     """One method's run in a folder; `resume` continues from its saved state. Subclasses set `name`,
     hold `log` and `elapsed` in their state, and define `run`, `_save` and `_load`. `iterative`:
     compare runs the method in a folder per seed, stopping at each count of its grid; otherwise
-    compare ranks once per score and evaluates each count itself (connectome.pruning.compare)."""
+    compare ranks once per score and evaluates each count itself (connectome.pruning.compare).
+
+    What a method reads of the settings, beyond the common ones, it declares: `settings`, their names;
+    `ranks`, it ranks weights by --score (whose own settings then decide its runs too); `restores`, it
+    runs the delete-and-restore cycles that follow any method's mask. A run's digest holds these and
+    no other method's (connectome.pruning.settings). `unit`: what its log rows are, for the summary."""
 
     name: ClassVar[str]
+    settings: ClassVar[tuple[str, ...]] = ()
+    ranks: ClassVar[bool] = False
+    restores: ClassVar[bool] = False
+    unit: ClassVar[str] = "counts"
     iterative: ClassVar[bool] = True
     log: list[dict]
 

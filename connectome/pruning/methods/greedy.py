@@ -19,10 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from connectome.distributed import barrier, is_main
+from connectome.errors import ConnectomeError
 from connectome.evaluate import Metrics
 from connectome.pruning import scores, step
 from connectome.pruning.control import FirstRule, rule_for
 from connectome.pruning.methods.base import LoopStateRun
+from connectome.pruning.registry import METHODS
 from connectome.pruning.setup import Runtime, Setup
 from connectome.pruning.state import FILE, LoopState
 from connectome.pruning.statistics import collect
@@ -30,6 +32,7 @@ from connectome.pruning.statistics import collect
 MAX_DEFERRALS = 10  # failed smallest steps in a row before one is taken regardless
 
 
+@METHODS.register
 class Greedy(LoopStateRun):
     """The loop in a folder. `budget_target`: the count the loss budget is shared over (compare stops at
     several counts on the way to it). `start`: a finished learned run (connectome.pruning.methods.learned)
@@ -37,6 +40,11 @@ class Greedy(LoopStateRun):
     that method's mask. `rule`: the step control (default: the one the settings ask for)."""
 
     name = "greedy"
+    settings = ("step", "max_step", "min_step", "grow", "shrink", "tolerance", "loss_budget", "max_top1_drop",
+                "keep_descents", "descent_keeps_top1", "ratio_hold", "headroom", "pace", "unit_share",
+                "unknown_last", "restore_fraction")
+    ranks = restores = True
+    unit = "steps"
 
     def __init__(self, setup: Setup, out, resume: bool = False, runtime: Runtime | None = None,
                  on_step=None, budget_target: int | None = None, start=None, rule: FirstRule | None = None):
@@ -47,7 +55,7 @@ class Greedy(LoopStateRun):
         compile_ = self.rt.compile
         if compile_:
             self.module = torch.compile(self.module, **({} if compile_ is True else {"backend": compile_}))
-        self.score = scores.get(self.s.score, z=self.s.confidence)
+        self.score = scores.of(self.s)
         self.budget_target = budget_target or setup.target
         self.state = LoopState(size=self._steps(self.s.step), target=setup.target, prunable=self.prunable)
         self.before: Metrics | None = None  # acceptance metrics of the current mask, per sample
@@ -109,12 +117,19 @@ class Greedy(LoopStateRun):
                    disable=not self.rt.progress or not is_main())
         while self.flat.removed() < target or st.cycles_done < self.s.restore_cycles:
             swapping = self.flat.removed() >= target
+            removed = self.flat.removed()
             stats = self._stats()  # every score's steps are predicted, and so accepted, from these
             while True:  # retry at smaller sizes on the same statistics: the model has not changed
                 outcome = self._try_step(stats, target, swapping)
                 if outcome["accepted"]:
                     break
                 self._record(outcome, start)
+            if not swapping and self.flat.removed() <= removed:
+                # An accepted removal step zeroes surviving weights; one that zeroed none (a score of NaN
+                # or inf everywhere ranks the removed weights first) would repeat forever.
+                raise ConnectomeError(f"the greedy loop stopped making progress at step {st.step_index} "
+                                      f"({removed:,} of {target:,} removed): the {self.s.score} score ranks no "
+                                      f"surviving weight; try another --score or its settings")
             if swapping:
                 st.cycles_done += 1
             st.accepted_since_eval += 1

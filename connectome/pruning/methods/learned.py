@@ -51,6 +51,7 @@ from connectome.distributed import all_reduce_, is_main, rank_and_size
 from connectome.errors import ConnectomeError
 from connectome.io import mark_folder, read_metadata, save_state
 from connectome.pruning.methods.base import RunFolder, schedule
+from connectome.pruning.registry import METHODS
 from connectome.pruning.setup import Runtime, Setup
 from connectome.pruning.state import FILE, LoopState, check_settings
 
@@ -68,11 +69,14 @@ def initial_scores(flat) -> torch.Tensor:
     return flat.base.detach().abs().float().clone()
 
 
+@METHODS.register
 class Learned(RunFolder):
     """A learned-mask run in a folder. `counts`: the schedule (default: `learn_points` even steps up to
     the target; compare passes its grid). `chunk`: batches between saved states."""
 
     name = "learned"
+    settings = ("learn_lr", "learn_epochs", "learn_points", "learn_select", "learn_check", "learn_patience",
+                "learn_augment")
 
     def __init__(self, setup: Setup, out: Path, resume: bool = False, runtime: Runtime | None = None,
                  on_step=None, counts: list[int] | None = None, chunk: int = CHUNK):

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from connectome.distributed import is_main
 from connectome.pruning import scores, step
 from connectome.pruning.methods.base import LoopStateRun, schedule
+from connectome.pruning.registry import METHODS
 from connectome.pruning.setup import Runtime, Setup
 from connectome.pruning.state import FILE, LoopState
 from connectome.pruning.statistics import collect
@@ -56,10 +57,13 @@ def cut(flat, ordered: torch.Tensor, k: int) -> None:
     flat.write()
 
 
+@METHODS.register
 class OneShot(LoopStateRun):
     """A one-shot run in a folder. `counts`: the curve (default: `learn_points` even steps up to the target)."""
 
     name = "one-shot"
+    settings = ("learn_points", "unknown_last")
+    ranks = True
     KIND = "one-shot/1"  # the state file's kind: a greedy state that continues this run (its restore cycles) has none
     iterative = False  # compare shares one statistics pass among every one-shot score
 
@@ -67,7 +71,7 @@ class OneShot(LoopStateRun):
                  on_step=None, counts: list[int] | None = None):
         super().__init__(setup, out, runtime, on_step)
         self.counts = list(counts) if counts else schedule(setup.target, self.s.learn_points)
-        self.score = scores.get(self.s.score, z=self.s.confidence)
+        self.score = scores.of(self.s)
         self.state = LoopState(size=0, target=self.counts[-1], prunable=self.prunable)
         self._open(resume)
 
