@@ -1,7 +1,10 @@
 """Datasets: a data spec (`mnist`, `fashion-mnist`, `cifar10`, `imagenet:PATH`, `folder:PATH`) as
 Splits, seeded subsets of them and batches.
 
-    specs      load_dataset: a spec resolved to Splits
+    source     the DataSource base and the table of them: every fact about a kind of data is a
+               question its source answers
+    sources/   one module per kind (mnist, fashion_mnist, cifar10, folder, imagenet), registered on import
+    specs      load_dataset: a spec resolved to Splits by its source
     tensors    ImageTensors (uint8 images in memory) and Normalization (to floats, as torchvision does)
     splits     Splits, subset, batches, default_workers, labels_of
     mnist      MNIST and Fashion-MNIST from IDX files;  cifar  CIFAR-10's binary release
@@ -11,11 +14,12 @@ Splits, seeded subsets of them and batches.
     cifar_files, cifar_cache   CIFAR-10 as image files (a folder or a .tar.gz), decoded once and cached
     augment    random resized crops and flips of a batch (the learned mask's training views)
     fit        whether a model takes a dataset's samples: one sample, one line naming the layer
-    datasets   the names above, for code that imports them from there
 """
 
-from connectome.data.specs import KINDS, load_dataset
+from connectome.data.source import DATA_SOURCES, DataSource, data_source_of, register_data_source
+from connectome.data.specs import KINDS, check_spec, load_dataset
 from connectome.data.splits import Splits, batches, default_workers, labels_of, subset
 from connectome.data.tensors import ImageTensors, Normalization
 
-__all__ = ["load_dataset", "subset", "batches", "Splits", "ImageTensors", "Normalization", "default_workers", "labels_of", "KINDS"]
+__all__ = ["load_dataset", "check_spec", "DataSource", "DATA_SOURCES", "data_source_of", "register_data_source",
+           "subset", "batches", "Splits", "ImageTensors", "Normalization", "default_workers", "labels_of", "KINDS"]

@@ -41,6 +41,16 @@ def _cifar_folder(root: Path) -> Path | None:
     return None
 
 
+def cifar_sizes(root: Path) -> tuple[int, int] | None:
+    """(training, test) records of the binary batches in `root`, from the files' sizes; None for an
+    image-folder copy or a tarball (counting those means reading them)."""
+    folder = _cifar_folder(root)
+    if folder is None:
+        return None
+    train = sum((folder / f"data_batch_{i}.bin").stat().st_size for i in range(1, 6))
+    return train // 3073, (folder / "test_batch.bin").stat().st_size // 3073
+
+
 def cifar10(path: str | None) -> Splits:
     if path:
         from connectome.data.cifar_files import is_archive, is_image_folder

@@ -72,18 +72,51 @@ def _read(cls, folder: Path, transforms) -> ImageFolder:
         raise ConnectomeError(f"{folder}: {str(e).splitlines()[0]}") from None
 
 
-def image_folder(kind: str, path: str | None, transforms) -> Splits:
-    """`folder:PATH` or `imagenet:PATH` as Splits of train/ and val/ through `transforms`."""
+def check_layout(kind: str, path: str | None) -> None:
+    """Refuse, reading no file, a PATH without the train/ and val/ class folders both kinds want."""
     if not path:
         raise ConnectomeError(f"--data {kind}:PATH needs a folder with train/ and val/ subfolders")
-    root = Path(path)
     for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise ConnectomeError(f"{root / split} does not exist: {kind}:PATH needs train/ and val/ class folders")
-    if kind == "imagenet":  # labels are ImageNet indices: train/ and val/ may hold different subsets
-        train, val = (_read(ImageNetFolder, root / s, transforms) for s in ("train", "val"))
-        return Splits(train, val, IMAGENET_CLASSES, kind)
+        if not (Path(path) / split).is_dir():
+            raise ConnectomeError(f"{Path(path) / split} does not exist: {kind}:PATH needs train/ and val/ class folders")
+
+
+def numbered_folders(kind: str, path: str, transforms) -> Splits:
+    """`folder:PATH` as Splits of train/ and val/ through `transforms`, classes numbered 0..N-1."""
+    root = Path(path)
     train, val = (_read(ImageFolder, root / s, transforms) for s in ("train", "val"))
     if train.classes != val.classes:
         raise ConnectomeError(f"{root}: train/ and val/ have different class folders")
     return Splits(train, val, len(train.classes), kind)
+
+
+def imagenet_folders(kind: str, path: str, transforms) -> Splits:
+    """`imagenet:PATH` as Splits of train/ and val/ through `transforms`, labelled with ImageNet-1k
+    indices: train/ and val/ may hold different subsets of the 1,000 classes."""
+    train, val = (_read(ImageNetFolder, Path(path) / s, transforms) for s in ("train", "val"))
+    return Splits(train, val, IMAGENET_CLASSES, kind)
+
+
+def folder_sizes(path: Path) -> tuple[int, int] | None:
+    """Images of train/ and val/, counted as torchvision's ImageFolder lists them (file names only:
+    nothing is opened); None where a split cannot be listed."""
+    try:
+        return _counted(str(path), (path / "train").stat().st_mtime_ns, (path / "val").stat().st_mtime_ns)
+    except OSError:
+        return None
+
+
+@lru_cache(maxsize=16)
+def _counted(root: str, train_mtime: int, val_mtime: int) -> tuple[int, int] | None:
+    """Cached while the split folders are unchanged (their mtimes are the key)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    sizes = []
+    for split in ("train", "val"):
+        folder = os.path.join(root, split)
+        try:
+            _, class_to_idx = find_classes(folder)
+            sizes.append(len(make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS)))
+        except OSError:  # FileNotFoundError: no class folders, or one without images
+            return None
+    return sizes[0], sizes[1]

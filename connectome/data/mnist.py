@@ -91,18 +91,14 @@ def _load_idx_folder(folder: Path) -> tuple[ImageTensors, ImageTensors]:
     return out[0], out[1]
 
 
-def mnist_family(kind: str, path: str | None) -> Splits:
-    """`mnist` or `fashion-mnist`, from `path` when given."""
+def idx_release(kind: str, path: str | None, torchvision_class: str, local_copies: list[Path]) -> Splits:
+    """An IDX release (MNIST's layout) from `path` when given, else from the first of `local_copies`
+    or the download cache that holds it, else downloaded by torchvision.datasets' `torchvision_class`."""
     import torchvision.datasets as tvd
 
-    tv_class = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST}[kind]
+    tv_class = getattr(tvd, torchvision_class)
     cache = paths.CACHE / tv_class.__name__ / "raw"
-    if path:
-        candidates = [Path(path)]
-    else:
-        candidates = [paths.DEBIAN_FASHION_MNIST] if kind == "fashion-mnist" else []
-        candidates.append(cache)
-    for folder in candidates:
+    for folder in [Path(path)] if path else [*local_copies, cache]:
         if _idx_complete(folder):
             return Splits(*_load_idx_folder(folder), NUM_CLASSES, kind)
     if path:
@@ -114,3 +110,19 @@ def mnist_family(kind: str, path: str | None) -> Splits:
         raise ConnectomeError(f"no local {kind} and the download failed ({reason(e)}): put the four IDX "
                               f"files in {cache} or pass --data {kind}:/path/to/folder") from None
     return Splits(*_load_idx_folder(cache), NUM_CLASSES, kind)
+
+
+def idx_sizes(folder: Path) -> tuple[int, int] | None:
+    """(training, test) samples of an IDX folder, from the label files' headers (magic number, count);
+    None where a file is missing or its header cannot be read: the load says what is wrong."""
+    if not _idx_complete(folder):
+        return None
+    counts = []
+    for split in ("train", "test"):
+        labels = find_idx(folder, _IDX_FILES[split][1])
+        try:
+            with (gzip.open if labels.suffix == ".gz" else open)(labels, "rb") as f:
+                counts.append(struct.unpack(">4xI", f.read(8))[0])
+        except (OSError, EOFError, zlib.error, struct.error):
+            return None
+    return counts[0], counts[1]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from connectome.data.source import DataSource, data_source_of
 from connectome.data.tensors import ImageTensors
 from connectome.errors import ConnectomeError
 
@@ -15,7 +16,12 @@ class Splits:
     train: Dataset  # statistics and training draw from here
     test: Dataset  # evaluation only: never used to score or accept a step
     num_classes: int  # the model's outputs the labels index (1000 for an ImageNet subset)
-    name: str
+    name: str  # the kind of its source
+
+    @property
+    def source(self) -> DataSource:
+        """What its kind says of it (`photographs`, ...): asked, rather than its name tested."""
+        return data_source_of(self.name)
 
 
 def subset(dataset: Dataset, n: int | None, seed: int, skip: int = 0) -> Dataset:
