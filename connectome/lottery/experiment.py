@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from connectome.data import ImageTensors, load_dataset, subset
+from connectome.data.fit import check_fit
 from connectome.device import resolve_device
 from connectome.errors import ConnectomeError
 from connectome.evaluate import evaluate
@@ -46,12 +47,12 @@ class Lottery:
         s = type(s).from_mapping(s.to_dict(), "lottery settings")
         self.s, self.device = s, resolve_device(s.device)
         arch = architecture(s.model)
-        splits = load_dataset(s.data or arch.dataset)
+        data = s.data or arch.dataset
+        splits = load_dataset(data)
         if not isinstance(splits.train, ImageTensors):
             raise ConnectomeError("the lottery experiment trains on in-memory datasets (mnist, fashion-mnist, cifar10)")
-        if tuple(splits.train.images.shape[1:]) != arch.input_shape:
-            raise ConnectomeError(f"{s.model} takes {arch.input_shape} images; {splits.name} has "
-                                  f"{tuple(splits.train.images.shape[1:])}")
+        network = build(s.model, splits.name)
+        check_fit(network, splits.train, splits.num_classes, data, s.model, "cpu")  # one sample, before any training
         if s.val_samples >= len(splits.train):
             raise ConnectomeError(f"val_samples {s.val_samples:,} leaves no training data of {len(splits.train):,}")
         self.data_name = splits.name
@@ -61,7 +62,7 @@ class Lottery:
         self.data = Data(train, val, subset(splits.test, s.test_samples, s.seed) if s.test_samples else splits.test)
         self.out = Path(out) if out else s.default_out()
         s.claim(self.out)
-        self.kinds = layer_kinds(build(s.model, self.data_name))
+        self.kinds = layer_kinds(network)
         self.strategy = make_strategy(s, self.kinds)
         init = self.out / "init.safetensors"
         if not init.exists():

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from connectome.io import save_state, write_text
 from connectome.data import batches, load_dataset, subset
+from connectome.data.fit import check_fit
 from connectome.evaluate import evaluate
 from connectome.models.load import load_model
 from connectome.settings import RunSettings, setting
@@ -86,6 +87,7 @@ def train(recipe: TrainRecipe, out: Path, device: str = "cpu", progress: bool = 
     gen = torch.Generator().manual_seed(recipe.seed)
     model = load_model(recipe.model, pretrained=False).module.to(device)
     splits = load_dataset(recipe.data)
+    check_fit(model, splits.train, splits.num_classes, recipe.data, recipe.model, device)  # one sample, before any epoch
     train_set = subset(splits.train, len(splits.train) - recipe.val_samples, recipe.seed, skip=recipe.val_samples)
     val_set = subset(splits.train, recipe.val_samples, recipe.seed)
 
