@@ -174,6 +174,8 @@ def check_value(spec: Spec, value: Any) -> Any:
 def parse_flag(spec: Spec, text: str) -> Any:
     """A command-line string as the field's type (YAML and JSON values come typed already). Numbers
     are ASCII, as in YAML and JSON: Python's int() and float() would read other scripts' digits too."""
+    if not isinstance(text, str):  # a click option that converts its own value (train's --epochs)
+        return text
     if not text.isascii():
         return text  # check_value refuses it with the usual message
     if spec.kind is int:
