@@ -2,8 +2,10 @@
 invariant check (every weight equals its base value or zero)."""
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +115,30 @@ def claimed_folder(folder: str | Path, what: str = "--out"):
         raise
 
 
+def open_nofollow(path: str | Path, flags: int) -> int:
+    """A descriptor of the regular file `path` opened with `flags`, never through a link: a link
+    planted in a run folder (`.lock` -> ~/thesis.tex) would have its target truncated or appended to,
+    and a dangling one would create its target. A FIFO would block an open for writing, and is refused
+    like anything else that is not a regular file."""
+    from connectome.errors import ConnectomeError
+
+    not_a_file = ConnectomeError(f"{path} is not a regular file: remove it")
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ConnectomeError(f"{path} is a symbolic link: connectome writes no file of a folder through a "
+                                  f"link; remove it") from None
+        if e.errno == errno.ENXIO:  # a FIFO without a reader, opened write-only
+            raise not_a_file from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise not_a_file
+    os.set_blocking(fd, True)
+    return fd
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, on_wait=None, wait: bool = True):
     """Hold an exclusive lock on `folder` (its `.lock` file) so two processes never write one run.
@@ -128,7 +154,7 @@ def folder_lock(folder: str | Path, on_wait=None, wait: bool = True):
     check_folder(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as f:
+    with os.fdopen(open_nofollow(folder / ".lock", os.O_RDWR | os.O_CREAT), "r+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -209,14 +235,21 @@ def check_invariant(state: dict[str, torch.Tensor], base: dict[str, torch.Tensor
     first = None
     for name in sorted(base):
         a, b = state[name].cpu(), base[name].cpu()
-        if a.shape != b.shape or a.dtype != b.dtype:
+        # Floating tensors of two dtypes compare by value in float64, which holds every float16,
+        # bfloat16 and float32 exactly: a float64 base value that float32 cannot hold is changed.
+        across = a.dtype != b.dtype and a.is_floating_point() and b.is_floating_point()
+        if a.shape != b.shape or (a.dtype != b.dtype and not across):
             violations += 1
             first = first or f"{name}: shape/dtype {tuple(a.shape)}/{a.dtype} vs base {tuple(b.shape)}/{b.dtype}"
             continue
         values += a.numel()
         # Bitwise equality (NaN-safe and exact), or exactly zero.
-        same = a.view(-1).view(torch.uint8).view(a.numel(), -1).eq(b.view(-1).view(torch.uint8).view(b.numel(), -1)).all(1) \
-            if a.numel() else torch.zeros(0, dtype=torch.bool)
+        if across:
+            same = a.reshape(-1).double() == b.reshape(-1).double()
+        elif a.numel():
+            same = a.view(-1).view(torch.uint8).view(a.numel(), -1).eq(b.view(-1).view(torch.uint8).view(b.numel(), -1)).all(1)
+        else:
+            same = torch.zeros(0, dtype=torch.bool)
         is_zero = a.reshape(-1) == 0
         base_zero = b.reshape(-1) == 0
         bad = ~(same | is_zero)
@@ -225,5 +258,5 @@ def check_invariant(state: dict[str, torch.Tensor], base: dict[str, torch.Tensor
         n_bad = int(bad.sum())
         if n_bad:
             violations += n_bad
-            first = first or f"{name}: {n_bad} values changed"
+            first = first or f"{name}: {n_bad} values changed" + (f" ({a.dtype} here, {b.dtype} in the base)" if across else "")
     return InvariantReport(len(base), values, zeroed, zero_in_base, violations, first)

@@ -2,8 +2,10 @@
 
 For a run folder: the model's every weight equals its base value or zero; the model equals the mask
 applied to the base, bit for bit (so its zeros are exactly the mask's, beside zeros the base already
-had); the counts of the model's metadata, the mask and the manifest agree; the base's state sha256 is
-the one recorded. For a lone .safetensors file, the invariant alone.
+had); the counts of the model's metadata, the mask and the manifest agree; the manifest's settings
+give its settings digest. For a lone .safetensors file, the invariant alone. Either way the base's
+state sha256 must be the one the file records (another base proves nothing), and a base file whose
+tensors have another dtype than the model is compared value by value as the file stores them.
 """
 
 import json
@@ -55,12 +57,60 @@ def verify(path: str | Path, base: str | None = None, weights: str | None = None
     loaded = load_model(base, weights=weights or origin.torchvision_weights, weights_file=weights_file)
     base_state = {k: v.detach().cpu() for k, v in loaded.module.state_dict().items()}
     state = read_state_file(file)
-    verdict = Verdict(file, check_invariant(state, base_state), base=loaded.module)
-    if meta.get("base_sha256") and meta["base_sha256"] != state_sha256(base_state):
-        verdict.warnings.append(f"the base weights differ from those recorded in {file} (sha256)")
+    stored, converted = _as_stored(weights_file, base_state)
+    verdict = Verdict(file, check_invariant(state, stored), base=loaded.module)
+    if converted:
+        verdict.warnings.append(f"{weights_file} holds {converted}: compared with those values exactly, not as "
+                                f"the model's dtype rounds them")
+    recorded, found = meta.get("base_sha256"), state_sha256(base_state)
+    if recorded and recorded != found:  # another base proves nothing about this model: a failure
+        verdict.problems.append(f"the base weights are not those {file} was pruned from: their state sha256 is "
+                                f"{found[:12]}..., the file records {recorded[:12]}...")
     if folder:
         _check_folder(folder, meta, state, base_state, verdict)
     return verdict
+
+
+def _as_stored(weights_file: str | None, base_state: dict) -> tuple[dict, str]:
+    """The base as its file stores it: loading casts every tensor into the model's dtype, so float64
+    weights 1e-12 apart from a float32 model's would compare equal after the cast. Where the file's
+    floating tensors have another dtype, those are what the model is compared with (and which
+    dtypes, in words; empty where none differ)."""
+    if not weights_file:
+        return base_state, ""
+    raw = read_state_file(weights_file)
+    stored, kinds = dict(base_state), set()
+    for name, t in base_state.items():
+        r = raw.get(name)
+        if isinstance(r, torch.Tensor) and r.is_floating_point() and t.is_floating_point() and \
+                r.dtype != t.dtype and r.shape == t.shape:
+            stored[name] = r
+            kinds.add(f"{_dtype(r)} tensors where the model has {_dtype(t)}")
+    return stored, "; ".join(sorted(kinds))
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def _check_settings(folder: Path, manifest: dict) -> str | None:
+    """Why the manifest's settings are not the run's, or None: their digest, recomputed, must be the one
+    recorded (the settings decide what `verify --measure` and `publish` measure again)."""
+    from connectome.pruning.settings import PruneSettings
+
+    where = folder / "manifest.json"
+    settings, digest = manifest.get("settings"), manifest.get("settings_digest")
+    if not isinstance(settings, dict) or not isinstance(digest, str):
+        return f"{where} records no settings and settings_digest"
+    try:
+        found = PruneSettings.from_mapping(settings, source=f"{where}: settings").digest()
+    except ConnectomeError as e:
+        return str(e)
+    if found != digest:
+        return (f"{where}: its settings give the digest {found[:12]}..., not its settings_digest "
+                f"{digest[:12]}...: they were changed after the run (or a connectome that digested "
+                f"settings otherwise wrote it: prune again)")
+    return None
 
 
 def _check_folder(folder: Path, meta: dict, state: dict, base_state: dict, verdict: Verdict) -> None:
@@ -81,6 +131,9 @@ def _check_folder(folder: Path, meta: dict, state: dict, base_state: dict, verdi
     except (ValueError, KeyError, TypeError):
         problems.append(f"{folder / 'manifest.json'} is unreadable or holds no result")
         return
+    wrong = _check_settings(folder, manifest)
+    if wrong:
+        problems.append(wrong)
     try:
         mask.check_fits(state)
         rebuilt = mask.apply(base_state)
