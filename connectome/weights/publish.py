@@ -1,6 +1,7 @@
 """Publishing a finished run folder: verified against its base, copied beside the registry under
 hash names, and entered in the registry."""
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -8,8 +9,8 @@ from pathlib import Path
 from connectome.errors import ConnectomeError
 from connectome.models.load import file_sha256, load_model, read_state_file, source_of, state_sha256
 from connectome.models.provenance import named_weights
-from connectome.weights.measure import KEYS, measure
-from connectome.weights.registry import FORMAT, NAME_RE, REGISTRY, _is_url, read_registry
+from connectome.weights.measure import KEYS, check_recorded, measure
+from connectome.weights.registry import NAME_RE, REGISTRY, _is_url, locked_registry, read_registry, write_registry
 
 
 def _default_license(base_model: str) -> str:
@@ -20,8 +21,9 @@ def _default_license(base_model: str) -> str:
     return known
 
 
-def _run_metrics(run: Path, manifest: dict) -> tuple[dict, dict]:
-    """Final and dense evaluation metrics, read from the run's curve and checked against its manifest."""
+def _check_curve(run: Path, manifest: dict) -> None:
+    """The run's curve agrees with its manifest: the same final and dense metrics, the last evaluation
+    of the final mask."""
     from connectome.pruning.curves import read_csv
 
     rows = [r for r in read_csv(run / "curve.csv") if r.get("eval_top1") is not None]
@@ -30,12 +32,10 @@ def _run_metrics(run: Path, manifest: dict) -> tuple[dict, dict]:
     dense, final = rows[0], rows[-1]
     result = manifest["result"]
     for label, row in (("final", final), ("dense", dense)):
-        if any(result[label][k] != row[f"eval_{k}"] for k in ("top1", "top5", "loss")):
+        if any(result[label][k] != row[f"eval_{k}"] for k in KEYS):
             raise ConnectomeError(f"{run}: curve.csv and manifest.json disagree on the {label} metrics")
     if final["removed"] != result["removed"]:
         raise ConnectomeError(f"{run}: the last evaluation is not of the final mask")
-    samples = manifest["data"]["eval_samples"]
-    return (_as_tv({k: final[f"eval_{k}"] for k in KEYS}, samples), _as_tv({k: dense[f"eval_{k}"] for k in KEYS}, samples))
 
 
 def _as_tv(metrics: dict, samples: int) -> dict:
@@ -43,33 +43,94 @@ def _as_tv(metrics: dict, samples: int) -> dict:
     return {"acc@1": metrics["top1"], "acc@5": metrics["top5"], "loss": metrics["loss"], "samples": samples}
 
 
+def architecture(spec: str) -> str:
+    """The architecture a model spec builds, as a registry name's `arch` part spells it: `resnet50`
+    for torchvision's resnet50 and for timm:resnet50.a1_in1k, `fn` for a builder pkg.mod:fn."""
+    return spec.rsplit(":", 1)[-1].split(".")[0].lower().replace("-", "_")
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ConnectomeError(f"name {name!r}: use arch.tag in lower case, letters, digits and _ "
+                              f"(e.g. lenet_300_100.connectome_50pct_fmnist)")
+
+
+def _check_arch(name: str, model: str) -> None:
+    """A name's arch is the run's: `load('resnet50.x')` must not give a LeNet."""
+    arch = architecture(model)
+    if name.split(".")[0] != arch:
+        raise ConnectomeError(f"name {name!r}: the run pruned {model}, so its name is {arch}.TAG "
+                              f"(e.g. {arch}.{name.split('.', 1)[1]})")
+
+
+def _check_registry(registry: Path) -> None:
+    """A local registry file, or a path where one can be written: said before the run is measured."""
+    if _is_url(str(registry)):
+        raise ConnectomeError("--registry for publish is a local file")
+    if registry.is_dir():
+        raise ConnectomeError(f"--registry {registry} is a folder: name the registry file, e.g. "
+                              f"{registry / 'registry.json'}")
+    for parent in registry.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConnectomeError(f"--registry {registry} lies under {parent}, which is a file, not a folder")
+
+
+@contextlib.contextmanager
+def _placed(copies: dict[Path, Path]):
+    """Copy each source to its hash-named destination beside the registry for the block; a copy this
+    call made is removed again if the block fails, so a failed publish leaves no file behind. A file of
+    that name that already holds the same bytes (published before) is kept as it is."""
+    from connectome.io import atomic_path
+
+    created = []
+    try:
+        for src, dest in copies.items():
+            if dest.is_file() and file_sha256(dest) == file_sha256(src):
+                continue
+            existed = dest.exists()
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(src, tmp)
+            if not existed:
+                created.append(dest)
+        yield
+    except BaseException:
+        for dest in created:
+            dest.unlink(missing_ok=True)
+        raise
+
+
 def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | Path | None = None,
             license: str | None = None, replace: bool = False) -> dict:
     """Copy a run folder's model and mask beside the registry under hash names, and add their entry.
 
     With an empty `url_base` the urls are relative to the registry (for committed files); otherwise
-    they are `url_base/<file name>`, where the files are to be uploaded."""
-    from connectome.io import atomic_path, read_metadata, write_text
+    they are `url_base/<file name>`, where the files are to be uploaded. Nothing is published that
+    does not verify, and the metrics entered are measured again here (connectome.weights.measure).
+    Concurrent publishes into one registry each add their entry (registry.locked_registry)."""
+    from connectome.io import read_metadata
     from connectome.pruning.mask import Mask
     from connectome.pruning.verify import verify
 
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ConnectomeError(f"name {name!r}: use arch.tag in lower case, letters, digits and _ "
-                              f"(e.g. lenet_300_100.connectome_50pct_fmnist)")
+    _check_name(name)
     run = Path(run_dir)
     for f in ("model.safetensors", "mask.safetensors", "curve.csv", "manifest.json"):
         if not (run / f).is_file():
             raise ConnectomeError(f"{run} is not a finished run folder: {f} is missing")
+    try:
+        meta = read_metadata(run / "model.safetensors")
+    except Exception:
+        raise ConnectomeError(f"{run / 'model.safetensors'} is not a readable safetensors file") from None
     registry = Path(registry or REGISTRY)
-    if _is_url(str(registry)):
-        raise ConnectomeError("--registry for publish is a local file")
+    _check_registry(registry)
+    if meta.get("base_model"):  # said before the run is verified and measured (verify refuses a model naming none)
+        _check_arch(name, meta["base_model"])
+        license = license or _default_license(meta["base_model"])
     entries, _ = read_registry(registry) if registry.is_file() else ({}, None)
     verdict = verify(run)  # the invariant against the base, and model, mask and manifest against each other
     if not verdict.ok:
         raise ConnectomeError(f"{run} fails verification, nothing published: "
                               f"{verdict.invariant.first_violation or verdict.problems[0]}")
     manifest = json.loads((run / "manifest.json").read_text())
-    meta = read_metadata(run / "model.safetensors")
     state = read_state_file(run / "model.safetensors")
     mask = Mask.load(run / "mask.safetensors")
     removed, prunable = int(meta["removed"]), int(meta["prunable"])
@@ -79,15 +140,18 @@ def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | 
     mask.check_fits(state)
     if any(bool(state[n][~m].any()) for n, m in mask.items()):
         raise ConnectomeError(f"{run}: the model has non-zero weights where the mask removed them")
-    final, dense = _run_metrics(run, manifest)
+    try:
+        check_recorded(run, manifest["result"])
+    except ConnectomeError as e:
+        raise ConnectomeError(f"{e}: nothing published") from None
+    _check_curve(run, manifest)
     # The published numbers are measured, not read: a consistent edit of curve and manifest would pass
     # every check above (connectome.weights.measure).
     try:
         measured = measure(run, manifest, verdict.base)
     except ConnectomeError as e:
         raise ConnectomeError(f"{e}: nothing published") from None
-    if measured.final is not None:
-        final, dense = (_as_tv(measured.final, measured.samples), _as_tv(measured.dense, measured.samples))
+    final, dense = (_as_tv(measured.final, measured.samples), _as_tv(measured.dense, measured.samples))
     # Building the architecture checks that the file fits it, and counts parameters as torchvision does.
     base_model, base_weights = meta["base_model"], meta["base_weights"]
     module = load_model(base_model, weights=named_weights(base_weights),
@@ -96,19 +160,12 @@ def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | 
 
     sources = {"model": run / "model.safetensors", "mask": run / "mask.safetensors"}
     hashes = {kind: file_sha256(src) for kind, src in sources.items()}
-    if name in entries and entries[name]["sha256"] != hashes["model"] and not replace:
-        raise ConnectomeError(f"{name} is already published with other weights: choose another name or pass --replace")
-    files = {}
-    for kind, src in sources.items():
-        sha = hashes[kind]
-        file_name = f"{name}-{sha[:8]}.safetensors" if kind == "model" else f"{name}.mask-{sha[:8]}.safetensors"
-        with atomic_path(registry.parent / file_name) as tmp:
-            shutil.copyfile(src, tmp)
-        url = f"{url_base.rstrip('/')}/{file_name}" if url_base else file_name
-        files[kind] = {"url": url, "sha256": sha, "size": src.stat().st_size}
-
+    _check_unused(entries, name, hashes["model"], replace)  # said before the files are copied
+    names = {"model": f"{name}-{hashes['model'][:8]}.safetensors", "mask": f"{name}.mask-{hashes['mask'][:8]}.safetensors"}
+    files = {kind: {"url": f"{url_base.rstrip('/')}/{names[kind]}" if url_base else names[kind],
+                    "sha256": hashes[kind], "size": src.stat().st_size} for kind, src in sources.items()}
     dataset = (manifest["data"]["spec"] or "").split(":")[0]
-    entries[name] = {
+    entry = {
         "arch": name.split(".")[0],
         "base": {"model": base_model, "weights": base_weights, "sha256": meta["base_sha256"]},
         **files["model"],
@@ -117,7 +174,7 @@ def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | 
         "removed": removed, "prunable": prunable, "sparsity": round(removed / prunable, 6),
         "criterion": meta["criterion"],
         "recipe": manifest["settings"],
-        "license": license or _default_license(base_model),
+        "license": license,
         "command": manifest["command"],
         "meta": {
             "num_params": sum(p.numel() for p in params),
@@ -130,5 +187,14 @@ def publish(run_dir: str | Path, name: str, url_base: str = "", registry: str | 
             "versions": manifest.get("versions", {}),
         },
     }
-    write_text(registry, json.dumps({"format": FORMAT, "weights": dict(sorted(entries.items()))}, indent=2) + "\n")
-    return entries[name]
+    with locked_registry(registry) as entries:  # read again: another publish may have added entries since
+        _check_unused(entries, name, hashes["model"], replace)
+        with _placed({src: registry.parent / names[kind] for kind, src in sources.items()}):
+            entries[name] = entry
+            write_registry(registry, entries)
+    return entry
+
+
+def _check_unused(entries: dict, name: str, sha256: str, replace: bool) -> None:
+    if name in entries and entries[name]["sha256"] != sha256 and not replace:
+        raise ConnectomeError(f"{name} is already published with other weights: choose another name or pass --replace")

@@ -9,10 +9,17 @@ downloader, and are verified against the full sha256 of the entry.
 
 A relative `url` resolves against the registry's own location (a folder or an http(s) URL), so a
 registry and its files can be committed, copied or served together.
+
+A local registry is updated under an exclusive lock on its folder, read afresh inside it, and
+written to a temporary file renamed over it: concurrent publishes (commands, or the service's
+threads) each add their entry, and a reader sees the old registry or the new one, never half.
 """
 
+import contextlib
 import difflib
+import fcntl
 import json
+import os
 import re
 import urllib.error
 import urllib.parse
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from connectome.errors import ConnectomeError
+from connectome.io import write_text
 from connectome.models.load import WEIGHTS_DIR
 
 REGISTRY = WEIGHTS_DIR / "registry.json"
@@ -80,6 +88,27 @@ def read_registry(registry: str | Path | None = None) -> tuple[dict[str, dict], 
             isinstance(e["base"], dict) for e in entries.values()):
         raise ConnectomeError(f"{source}: malformed registry (every entry of 'weights' needs {', '.join(ENTRY_KEYS)})")
     return entries, _parent(source)
+
+
+@contextlib.contextmanager
+def locked_registry(registry: Path):
+    """The entries of the local registry file `registry` (none if it does not exist yet), read while
+    this block holds its folder locked: no other publish reads or writes it until the block ends.
+    The folder itself is the lock (flock on a directory), so no lock file is left beside the registry."""
+    folder = registry.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, or by the kernel if this process dies
+        yield read_registry(registry)[0] if registry.exists() else {}
+    finally:
+        os.close(fd)
+
+
+def write_registry(registry: Path, entries: dict[str, dict]) -> None:
+    """Write the registry whole (atomically: a reader sees the old file or the new one); call it inside
+    `locked_registry`, with the entries it gave."""
+    write_text(registry, json.dumps({"format": FORMAT, "weights": dict(sorted(entries.items()))}, indent=2) + "\n")
 
 
 def summary(name: str, entry: dict) -> dict:
