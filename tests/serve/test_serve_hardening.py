@@ -49,7 +49,7 @@ def small(data_root, **kw):
     ({"workers": 100000}, "workers must be at most"),
     # within every setting's bounds, but 1,000 epochs of 2,400 images is over this server's 1e6
     ({"learn_epochs": 1000, "criterion": "learned", "calib_samples": 3000},
-     "job: asks for at least 2.41e+06 images through the model (learn_epochs 1000 x 2,400 decision samples"),
+     "job: asks for at least 2.43e+06 images through the model (learn_epochs 1000 x 2,400 decision samples"),
 ])
 def test_row2_work_a_job_asks_for_is_bounded(server, data_root, change, message):
     before = server.request("GET", "/api/jobs", token=None).json()["jobs"]
