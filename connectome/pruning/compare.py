@@ -81,8 +81,6 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
     rows, layers, dense, evaluation = [], {}, None, None
     for seed in range(cs.seed, cs.seed + cs.seeds):  # --seed 3 --seeds 2: seeds 3 and 4, beside a run of 0-2
         setup = prepare(cs.prune_settings(seed), device)  # every check before the first file is written
-        if seed == cs.seed:
-            cs.claim(out)  # before any result is written: the same settings, or a one-line refusal
         if cs.cache_calib:  # image folders decoded once into uint8 tensors: calibration and evaluation
             from connectome.data.decoded import cache_calibration
             setup = cache_calibration(setup, cs.cache_calib, cs.workers, progress=progress)
@@ -108,6 +106,8 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
             counts = sorted(set(asked.values()))
         else:
             counts = schedule(setup.target, cs.points)
+        if seed == cs.seed:  # every check passed, no result written: the same settings, or a one-line refusal
+            cs.claim(out)
         entries = {e: cs.run_settings(e, seed) for e in names}
         ranking = [scores.REGISTRY[s.score] for s in entries.values() if not is_iterative(s.method)]
         needed, norms = shot.pass_needed(ranking, cs.unknown_last)

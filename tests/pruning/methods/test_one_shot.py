@@ -81,8 +81,10 @@ def test_the_old_criterion_spelling_names_what_it_now_runs(tmp_path):
 
 
 def test_compare_takes_the_same_names():
-    cs = CompareSettings.from_mapping({**SMALL, "methods": "magnitude,one-shot:magnitude,greedy:wanda,learned"})
-    assert cs.methods == ["magnitude", "one-shot:magnitude", "greedy:wanda", "learned"]
+    cs = CompareSettings.from_mapping({**SMALL, "methods": "magnitude,one-shot:wanda,greedy:wanda,learned"})
+    assert cs.methods == ["magnitude", "one-shot:wanda", "greedy:wanda", "learned"]
+    # one run under two names runs once, under the first (issue 32 row 20)
+    assert CompareSettings.from_mapping({**SMALL, "methods": "magnitude,one-shot:magnitude"}).methods == ["magnitude"]
     with pytest.raises(Exception, match="methods"):
         CompareSettings.from_mapping({**SMALL, "methods": "one-shot:nonsense"})
 
