@@ -16,10 +16,10 @@ Splits, seeded subsets of them and batches.
     fit        whether a model takes a dataset's samples: one sample, one line naming the layer
 """
 
-from connectome.data.source import DATA_SOURCES, DataSource, data_source_of, register_data_source
+from connectome.data.source import DATA_SOURCES, DataSource, data_source_of
 from connectome.data.specs import KINDS, check_spec, load_dataset
 from connectome.data.splits import Splits, batches, default_workers, labels_of, subset
 from connectome.data.tensors import ImageTensors, Normalization
 
-__all__ = ["load_dataset", "check_spec", "DataSource", "DATA_SOURCES", "data_source_of", "register_data_source",
-           "subset", "batches", "Splits", "ImageTensors", "Normalization", "default_workers", "labels_of", "KINDS"]
+__all__ = ["load_dataset", "check_spec", "DataSource", "DATA_SOURCES", "data_source_of", "subset",
+           "batches", "Splits", "ImageTensors", "Normalization", "default_workers", "labels_of", "KINDS"]

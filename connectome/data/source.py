@@ -5,13 +5,14 @@ answers every question the rest of the project asks about its data: its names, w
 PATH, how a PATH is checked cheaply and its samples counted without reading them, the sizes of its
 standard release, how it loads as Splits, and whether it holds photographs. Code outside
 connectome.data asks the source of a spec (`data_source_of`) rather than testing its kind, so a new
-data kind is one module with one `@register_data_source` class in connectome.data.sources.
+data kind is one module with one `@DATA_SOURCES.register` class in connectome.data.sources.
 
-This module holds the base and the table only; it imports nothing of the project but its errors, so
-Splits, below the sources, can name the source of what it holds.
+This module holds the base and the table only; it imports nothing of the project but its errors and
+the registry, so Splits, below the sources, can name the source of what it holds.
 """
 
 from connectome.errors import ConnectomeError
+from connectome.registry import Registry
 
 
 class DataSource:
@@ -48,27 +49,18 @@ class DataSource:
         return None
 
 
-DATA_SOURCES: dict[str, DataSource] = {}  # by kind, in registration order (the order errors list them)
-
-
-def register_data_source(cls: type[DataSource]) -> type[DataSource]:
-    """Class decorator: enter one instance of a data source in the table."""
-    taken = {name for s in DATA_SOURCES.values() for name in (s.kind, *s.aliases)}
-    if taken & {cls.kind, *cls.aliases}:
-        raise ValueError(f"data kind {cls.kind!r} (or an alias of it) is registered twice")
-    DATA_SOURCES[cls.kind] = cls()
-    return cls
+# One instance of each by kind and its aliases, in registration order (the order errors list them).
+DATA_SOURCES = Registry("data kind", key="kind", instance=True)
 
 
 def source_and_path(spec: str) -> tuple[DataSource, str | None]:
     """(source, PATH or None) of a data spec `KIND[:PATH]`; KIND in any case, `_` for `-`, or an alias."""
     kind, _, path = spec.partition(":")
     kind = kind.lower().replace("_", "-")
-    for source in DATA_SOURCES.values():
-        if kind == source.kind or kind in source.aliases:
-            return source, path or None
-    raise ConnectomeError(f"unknown data spec {spec!r}: use one of "
-                          f"{', '.join(s.spelling for s in DATA_SOURCES.values())}")
+    if kind not in DATA_SOURCES:  # the spellings, PATH included, say more than the registry's kinds
+        raise ConnectomeError(f"unknown data spec {spec!r}: use one of "
+                              f"{', '.join(s.spelling for s in DATA_SOURCES.values())}")
+    return DATA_SOURCES[kind], path or None
 
 
 def data_source_of(spec: str) -> DataSource:

@@ -1,19 +1,25 @@
 """Pruning strategies: a strategy maps (trained weights, current mask) to the next level's mask.
 
-A registry by name (the `strategy` setting), each built from the settings and the layer kinds, and
+Registered by name (the `strategy` setting), each built from the settings and the layer kinds, and
 the check every level's mask passes: pruning only removes.
 """
 
 import math
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
 from connectome.pruning.mask import Mask
+from connectome.registry import Registry
 
 
 class Strategy(Protocol):
+    name: ClassVar[str]  # its value of the `strategy` setting
+
     def prune(self, weights: dict[str, torch.Tensor], mask: Mask) -> Mask: ...
+
+
+STRATEGIES = Registry("strategy")
 
 
 def _remove_smallest(scores: torch.Tensor, alive: torch.Tensor, k: int) -> torch.Tensor:
@@ -26,9 +32,12 @@ def _remove_smallest(scores: torch.Tensor, alive: torch.Tensor, k: int) -> torch
     return out.view_as(alive)
 
 
+@STRATEGIES.register
 class LayerwiseMagnitude:
     """Each layer loses its rate of its surviving weights, smallest magnitude first (the paper's
     Lenet and Conv-2/4/6)."""
+
+    name = "layerwise"
 
     def __init__(self, rates: dict[str, float]):
         self.rates = rates
@@ -42,9 +51,12 @@ class LayerwiseMagnitude:
                      for n, m in mask.items()})
 
 
+@STRATEGIES.register
 class GlobalMagnitude:
     """All layers pooled: the rate of all surviving weights goes, smallest magnitude first, wherever
     they are (the paper's Resnet-18 and VGG-19, where small layers would otherwise be bottlenecks)."""
+
+    name = "global"
 
     def __init__(self, rate: float):
         self.rate = rate
@@ -60,9 +72,6 @@ class GlobalMagnitude:
         kept = _remove_smallest(scores, alive, int(round(self.rate * int(alive.sum()))))
         parts = kept.split([mask[n].numel() for n in names])
         return Mask({n: p.view_as(mask[n]).clone() for n, p in zip(names, parts)})
-
-
-STRATEGIES = {"layerwise": LayerwiseMagnitude, "global": GlobalMagnitude}
 
 
 def make_strategy(s, kinds: dict[str, str]) -> Strategy:

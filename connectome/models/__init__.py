@@ -19,8 +19,8 @@ from connectome.models.load import load_model
 from connectome.models.loaded import LoadedModel
 from connectome.models.preprocess import IMAGENET_EVAL, check_preprocess, data_config, eval_transform
 from connectome.models.provenance import Provenance
-from connectome.models.source import SOURCES, Source, register_source, source_of
+from connectome.models.source import SOURCES, Source, source_of
 
 __all__ = ["load_model", "source_of", "LoadedModel", "Provenance", "Source", "SOURCES",
-           "register_source", "IMAGENET_EVAL", "check_preprocess", "data_config", "eval_transform",
+           "IMAGENET_EVAL", "check_preprocess", "data_config", "eval_transform",
            "file_sha256", "load_weights", "read_state_file", "state_sha256"]

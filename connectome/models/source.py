@@ -5,16 +5,18 @@ and answers every question the rest of the project asks about its models: how on
 architecture without weights, whether its weights can be had offline, the label its
 weights are stored under, their license, the preprocessing of an image, the data it was made for,
 and whether building it runs a user's code. Code outside connectome.models asks the source of a spec
-(`source_of`) rather than testing its kind, so a new source is one module with one `@register_source`
+(`source_of`) rather than testing its kind, so a new source is one module with one `@SOURCES.register`
 class in connectome.models.sources.
 
-This module holds the base and the table only; it imports nothing of the project but its errors,
-so provenance and the loaded-model record, below the sources, can read the table the sources fill.
+This module holds the base and the table only; it imports nothing of the project but its errors and
+the registry, so provenance and the loaded-model record, below the sources, can read the table the
+sources fill.
 """
 
 from typing import Callable
 
 from connectome.errors import ConnectomeError
+from connectome.registry import Registry
 
 
 class Source:
@@ -87,15 +89,8 @@ class Source:
         return [self.about]
 
 
-SOURCES: dict[str, Source] = {}  # by kind, in registration order (the order `connectome models` lists them)
-
-
-def register_source(cls: type[Source]) -> type[Source]:
-    """Class decorator: enter one instance of a source in the table."""
-    if cls.kind in SOURCES:
-        raise ValueError(f"model source {cls.kind!r} is registered twice")
-    SOURCES[cls.kind] = cls()
-    return cls
+# One instance of each by kind, in registration order (the order `connectome models` lists them).
+SOURCES = Registry("model source", key="kind", instance=True)
 
 
 def source_of(spec: str) -> Source:

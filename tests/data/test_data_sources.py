@@ -11,8 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from connectome.cli import main
-from connectome.data import (DATA_SOURCES, DataSource, ImageTensors, Splits, check_spec, data_source_of, load_dataset,
-                             register_data_source)
+from connectome.data import DATA_SOURCES, DataSource, ImageTensors, Splits, check_spec, data_source_of, load_dataset
 from connectome.errors import ConnectomeError
 
 
@@ -31,11 +30,11 @@ class Toy(DataSource):
 
 @pytest.fixture
 def toy():
-    register_data_source(Toy)
+    DATA_SOURCES.register(Toy)
     try:
         yield DATA_SOURCES["toy"]
     finally:
-        del DATA_SOURCES["toy"]
+        DATA_SOURCES.unregister("toy")
 
 
 def test_a_new_data_kind_is_one_class(toy):
@@ -54,7 +53,7 @@ def test_registering_a_kind_or_an_alias_twice_is_refused(toy):
         kind = "toys-again"
         aliases = ("toy",)
     with pytest.raises(ValueError, match="registered twice"):
-        register_data_source(Again)
+        DATA_SOURCES.register(Again)
     assert "toys-again" not in DATA_SOURCES
 
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from connectome.cli import main
 from connectome.errors import ConnectomeError
-from connectome.models import SOURCES, LoadedModel, Provenance, Source, load_model, register_source, source_of
+from connectome.models import SOURCES, LoadedModel, Provenance, Source, load_model, source_of
 
 
 class Toy(Source):
@@ -35,11 +35,11 @@ class Toy(Source):
 
 @pytest.fixture
 def toy():
-    register_source(Toy)  # after the user fallback, which claims every spec with a colon
+    SOURCES.register(Toy)  # after the user fallback, which claims every spec with a colon
     try:
         yield SOURCES["toy"]
     finally:
-        del SOURCES["toy"]
+        SOURCES.unregister("toy")
 
 
 def test_a_new_source_is_one_class(toy):
@@ -56,7 +56,7 @@ def test_a_new_source_is_one_class(toy):
 
 def test_registering_a_kind_twice_is_refused(toy):
     with pytest.raises(ValueError, match="registered twice"):
-        register_source(Toy)
+        SOURCES.register(Toy)
 
 
 def test_an_unknown_spec_lists_every_spelling():

@@ -3,10 +3,10 @@ image-folder copy or a .tar.gz of one at PATH (connectome.data.cifar)."""
 
 from pathlib import Path
 
-from connectome.data.source import DataSource, register_data_source
+from connectome.data.source import DATA_SOURCES, DataSource
 
 
-@register_data_source
+@DATA_SOURCES.register
 class CIFAR10(DataSource):
     kind = "cifar10"
     aliases = ("cifar-10",)

@@ -1,11 +1,11 @@
 """`fashion-mnist[:PATH]` (or `fmnist`): MNIST's layout and loader, with Debian's package as a local copy."""
 
 from connectome.data import paths
-from connectome.data.source import register_data_source
+from connectome.data.source import DATA_SOURCES
 from connectome.data.sources.mnist import MNIST
 
 
-@register_data_source
+@DATA_SOURCES.register
 class FashionMNIST(MNIST):
     kind = "fashion-mnist"
     aliases = ("fmnist",)

@@ -3,10 +3,10 @@ through the model's eval transforms (connectome.data.folders)."""
 
 from pathlib import Path
 
-from connectome.data.source import DataSource, register_data_source
+from connectome.data.source import DATA_SOURCES, DataSource
 
 
-@register_data_source
+@DATA_SOURCES.register
 class Folder(DataSource):
     kind = "folder"
     needs_path = True

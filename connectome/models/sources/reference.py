@@ -9,14 +9,14 @@ from connectome.models.files import REFERENCE_WEIGHTS, load_weights, read_state_
 from connectome.models.loaded import LoadedModel
 from connectome.models.provenance import Provenance
 from connectome.models.reference import ARCHITECTURES
-from connectome.models.source import Source, register_source
+from connectome.models.source import SOURCES, Source
 
 
 def shipped(spec: str) -> Path:
     return REFERENCE_WEIGHTS / f"{spec}.safetensors"
 
 
-@register_source
+@SOURCES.register
 class Reference(Source):
     kind = "reference"
     about = "the project's reference models"

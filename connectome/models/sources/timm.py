@@ -6,7 +6,7 @@ from connectome.models.files import load_weights, read_state_file
 from connectome.models.loaded import LoadedModel
 from connectome.models.preprocess import data_config, eval_transform
 from connectome.models.provenance import Provenance
-from connectome.models.source import Source, register_source
+from connectome.models.source import SOURCES, Source
 
 PREFIX = "timm:"
 
@@ -19,7 +19,7 @@ def _where(name: str) -> str:
     return f"https://huggingface.co/{cfg.hf_hub_id}" if cfg and cfg.hf_hub_id else (cfg.url if cfg else name)
 
 
-@register_source
+@SOURCES.register
 class Timm(Source):
     kind = "timm"
     about = "timm:ARCH.TAG, with timm's pretrained weights"

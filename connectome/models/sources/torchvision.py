@@ -6,7 +6,7 @@ from connectome.models.files import load_weights, read_state_file
 from connectome.models.loaded import LoadedModel
 from connectome.models.preprocess import preset_config
 from connectome.models.provenance import Provenance
-from connectome.models.source import Source, register_source
+from connectome.models.source import SOURCES, Source
 
 
 def torchvision_names() -> list[str]:
@@ -27,7 +27,7 @@ def weights_entry(name: str, weights: str | None):
         raise ConnectomeError(f"{name} has no weights {weights!r}: choose from {names}") from None
 
 
-@register_source
+@SOURCES.register
 class Torchvision(Source):
     kind = "torchvision"
     about = "torchvision classification models (DEFAULT weights; --weights NAME for others)"

@@ -12,7 +12,7 @@ from connectome.models.files import load_weights, read_state_file
 from connectome.models.loaded import LoadedModel
 from connectome.models.preprocess import data_config, eval_transform
 from connectome.models.provenance import Provenance
-from connectome.models.source import Source, register_source
+from connectome.models.source import SOURCES, Source
 
 
 def build(spec: str) -> nn.Module:
@@ -27,7 +27,7 @@ def build(spec: str) -> nn.Module:
     return model
 
 
-@register_source
+@SOURCES.register
 class User(Source):
     kind = "user"
     about = "package.module:function returning an nn.Module (with --weights-file)"
