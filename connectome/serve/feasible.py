@@ -5,20 +5,18 @@ data's split, a GPU on a server without one, a missing file, more work than the 
 
 What is cheap is checked: a model's prunable count comes from its architecture built without
 weights (on the meta device where it can be, so nothing is allocated or downloaded), once per
-(model, weights); a split's size from the IDX or CIFAR-10 files' sizes, or from an image folder's
-file names. What cannot be known cheaply (a user's model, data to download) is left to the run,
+(model, weights); a split's size from its data source (file headers and sizes, an image folder's
+file names). What cannot be known cheaply (a user's model, data to download) is left to the run,
 which fails with one clear line.
 """
 
-import os
 import re
-import struct
 from functools import lru_cache
 from pathlib import Path
 
 from connectome.errors import ConnectomeError
 from connectome.serve import work
-from connectome.serve.policy import SOURCE, Policy, data_kind
+from connectome.serve.policy import SOURCE, Policy
 from connectome.sizes import parse_count
 
 
@@ -113,20 +111,16 @@ def architecture(model: str, weights: str | None):
 
 def _check_data(s, own_data: str | None) -> tuple[int, int] | None:
     """`own_data`: the data the model was made for, which a job without `data` runs on."""
+    from connectome.data import check_spec
+
     data = s.data if s.data is not None else own_data
     if data is None:
         raise ConnectomeError(f"{SOURCE}: data is required for {s.model} (e.g. imagenet:/path/to/imagenet)")
-    parsed = data_kind(data)
-    if parsed is None:
-        from connectome.data import KINDS
-        raise ConnectomeError(f"{SOURCE}: data {data!r} is not a data spec: use one of "
-                              f"{', '.join(k + '[:PATH]' for k in KINDS)}")
-    kind, path = parsed
-    if path and not Path(path).exists():
-        raise ConnectomeError(f"{SOURCE}: data folder {path} does not exist")
-    if kind in ("imagenet", "folder") and not (path and all((Path(path) / d).is_dir() for d in ("train", "val"))):
-        raise ConnectomeError(f"{SOURCE}: data {data}: {kind}:PATH needs a folder with train/ and val/ class folders")
-    sizes = split_sizes(kind, path) or (None if path else work.RELEASES.get(kind))
+    try:
+        source, path = check_spec(data)
+    except ConnectomeError as e:
+        raise ConnectomeError(f"{SOURCE}: {e}") from None
+    sizes = source.sizes(path) if path else source.release
     n_accept = max(2, int(round(s.calib_samples * s.accept_fraction)))
     if s.calib_samples - n_accept < 2:
         raise ConnectomeError(f"{SOURCE}: calib_samples {s.calib_samples} with accept_fraction {s.accept_fraction} "
@@ -144,62 +138,6 @@ def _check_data(s, own_data: str | None) -> tuple[int, int] | None:
 def split_sizes(kind: str, path: str | None) -> tuple[int, int] | None:
     """(training, evaluation) samples of a data spec's folder where counting them is cheap, else None
     (no folder named: the server's own copy or a download, left to the run)."""
-    if not path:
-        return None
-    try:
-        if kind in ("mnist", "fashion-mnist"):
-            return _idx_sizes(Path(path))
-        if kind == "cifar10":
-            return _cifar_sizes(Path(path))
-        root = Path(path)
-        return _folder_sizes(str(root), (root / "train").stat().st_mtime_ns, (root / "val").stat().st_mtime_ns)
-    except (OSError, ValueError, EOFError, struct.error):
-        return None
+    from connectome.data import data_source_of
 
-
-# The files' layouts, as the loaders read them (connectome.data): IDX label files start with a magic
-# number and the sample count; a CIFAR-10 binary record is a label byte and a 32x32x3 image.
-_IDX_LABELS = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
-_IDX_IMAGES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
-_CIFAR_RECORD = 1 + 32 * 32 * 3
-
-
-def _idx_sizes(folder: Path) -> tuple[int, int] | None:
-    import gzip
-
-    from connectome.data.mnist import find_idx
-
-    if not all(find_idx(folder, stem) for stem in (*_IDX_LABELS.values(), *_IDX_IMAGES)):
-        return None  # the run says what is missing
-    counts = []
-    for stem in (_IDX_LABELS["train"], _IDX_LABELS["test"]):
-        labels = find_idx(folder, stem)
-        with (gzip.open if labels.suffix == ".gz" else open)(labels, "rb") as f:
-            counts.append(struct.unpack(">4xI", f.read(8))[0])
-    return counts[0], counts[1]
-
-
-def _cifar_sizes(root: Path) -> tuple[int, int] | None:
-    train = [f"data_batch_{i}.bin" for i in range(1, 6)]
-    for folder in (root, root / "cifar-10-batches-bin"):
-        if all((folder / n).is_file() for n in (*train, "test_batch.bin")):
-            return (sum((folder / n).stat().st_size for n in train) // _CIFAR_RECORD,
-                    (folder / "test_batch.bin").stat().st_size // _CIFAR_RECORD)
-    return None
-
-
-@lru_cache(maxsize=16)
-def _folder_sizes(root: str, train_mtime: int, val_mtime: int) -> tuple[int, int] | None:
-    """Images of an image folder's train/ and val/, counted as torchvision's ImageFolder lists them
-    (file names only: nothing is opened). Cached while the split folders are unchanged."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
-    sizes = []
-    for split in ("train", "val"):
-        folder = os.path.join(root, split)
-        try:
-            _, class_to_idx = find_classes(folder)
-            sizes.append(len(make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS)))
-        except (FileNotFoundError, OSError):
-            return None
-    return sizes[0], sizes[1]
+    return data_source_of(kind).sizes(path) if path else None

@@ -20,9 +20,6 @@ from connectome.errors import ConnectomeError
 from connectome.pruning.settings import has_curve_points
 from connectome.serve.policy import SOURCE
 
-# Sizes of the standard releases, for a data spec that names no folder (the server's copy or a download).
-RELEASES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000), "cifar10": (50000, 10000)}
-
 
 def splits(s) -> tuple[int, int]:
     """(decision, acceptance) samples of the calibration split, as the run divides it."""

@@ -79,7 +79,7 @@ def test_user_code_needs_permission(data, tmp_path):
     ({"calib_samples": 4, "accept_fraction": 0.9}, "leaves fewer than 2 samples"),
     ({"device": "cuda"}, "job: device cuda: this server has no GPU"),
     ({"device": "gpu"}, "job: device must be auto, cpu, cuda or cuda:N"),
-    ({"data": "{root}"}, "is not a data spec"),  # under the root, but not KIND:PATH
+    ({"data": "{root}"}, "unknown data spec"),  # under the root, but not KIND:PATH
     ({"model": "mobilenet_v3_small", "data": None}, "job: data is required for mobilenet_v3_small"),
     ({"model": "mobilenet_v3_small", "weights": "NOPE"}, "job: weights 'NOPE'"),
     ({"weights": "DEFAULT"}, "job: weights names torchvision weights"),
