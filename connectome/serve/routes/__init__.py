@@ -1,0 +1,1 @@
+"""The API's routes, one router per resource: jobs, their live events, published weights, the page."""
