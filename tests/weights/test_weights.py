@@ -2,6 +2,7 @@
 
 import json
 import socket
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -207,9 +208,13 @@ def test_mask_route_refuses_other_base_weights(served, tmp_path):
              progress=False)
 
 
-def test_torchvision_architecture_pruned_from_a_local_base_file(tmp_path):
+def test_torchvision_architecture_pruned_from_a_local_base_file(tmp_path, monkeypatch):
     from torchvision.models import mobilenet_v3_small
     from torchvision.transforms._presets import ImageClassification
+
+    from connectome.weights.measure import Measured
+
+    publishing = sys.modules["connectome.weights.publish"]  # the module, which the package's publish() hides
 
     base_file = tmp_path / "base.safetensors"
     save_state(base_file, mobilenet_v3_small().state_dict())
@@ -218,9 +223,16 @@ def test_torchvision_architecture_pruned_from_a_local_base_file(tmp_path):
     registry, name = tmp_path / "registry.json", "mobilenet_v3_small.test_100k_in1k"
     with pytest.raises(ConnectomeError, match="--license"):
         publish(run_dir, name, registry=registry)
+    # Only metrics measured again are published: the ImageNet copy the manifest names is not here.
+    with pytest.raises(ConnectomeError, match="cannot be measured again: the evaluation data is not here"):
+        publish(run_dir, name, registry=registry, license="BSD-3-Clause")
+    assert not registry.exists()
+    # Where the data is (here, a measurement that stands in for it), the entry carries what was measured.
+    monkeypatch.setattr(publishing, "measure", lambda run, manifest, base: Measured(
+        {"top1": 87.3, "top5": 99.6, "loss": 0.4417}, {"top1": 88.7, "top5": 99.8, "loss": 0.4031}, 1000,
+        "measured again on imagenet:/nowhere (1,000 images)"))
     entry = publish(run_dir, name, registry=registry, license="BSD-3-Clause")
     assert set(entry["meta"]["_metrics"]) == {"imagenet"} and entry["meta"]["_metrics"]["imagenet"]["acc@1"] == 87.3
-    assert entry["meta"]["_metrics_source"].startswith("not measured again: the evaluation data is not here")
     x = torch.rand(2, 3, 96, 96)
     with torch.no_grad():
         model = load(name, registry=registry)  # torchvision's architecture, the pruned state loaded
