@@ -1,13 +1,9 @@
-"""`connectome serve` (the job service) and its client: `submit`, `jobs`, `cancel`.
+"""`connectome serve` (the job service) and its client's commands: `submit`, `jobs`, `cancel`,
+`download` (their requests are connectome.serve.client's).
 
 The server and client need the `serve` extra (`pip install 'connectome[serve]'`)."""
 
 import math
-import os
-import re
-import secrets
-import stat
-import time
 from pathlib import Path
 
 import click
@@ -15,69 +11,12 @@ import click
 from connectome.cli.options import settings_options
 from connectome.errors import ConnectomeError
 from connectome.pruning.settings import PruneSettings
+from connectome.serve.extra import need
 from connectome.serve.policy import DEFAULT_MAX_WORK, MAX_WORK
+from connectome.serve.tokens import client_token, read_or_create_token, readable_by_others
 from connectome.settings import parse_flag
 
 DEFAULT_PORT = 8470
-
-
-def _need(module: str):
-    import importlib
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConnectomeError(f"{module} is missing: pip install 'connectome[serve]'") from None
-
-
-TOKEN_FILE_LIMIT = 4096  # a token file holds one short line: /dev/zero is not read for ever
-
-
-def check_token(token: str, what: str) -> str:
-    """A bearer token as an HTTP header can carry it: one word of visible ASCII (RFC 6750)."""
-    if not token:
-        raise ConnectomeError(f"{what} is empty: it must hold the token, on one line")
-    lines = token.splitlines()
-    if len(lines) > 1:
-        raise ConnectomeError(f"{what} holds {len(lines)} lines: it must hold the token alone, on one line")
-    if not re.fullmatch(r"[!-~]+", token):
-        raise ConnectomeError(f"{what} holds spaces, control characters or non-ASCII letters: "
-                              f"a token is one word of visible ASCII")
-    return token
-
-
-def read_token_file(path: Path) -> str:
-    """The token a file holds (a trailing newline aside), the same rules for the server and its clients."""
-    if not path.is_file():  # a FIFO or a device would block or never end
-        raise ConnectomeError(f"token file {path} is not a file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(TOKEN_FILE_LIMIT + 1)
-    except OSError as e:
-        raise ConnectomeError(f"token file {path} is unreadable ({e.strerror})") from None
-    if len(data) > TOKEN_FILE_LIMIT:
-        raise ConnectomeError(f"token file {path} is over {TOKEN_FILE_LIMIT} bytes: it must hold the token alone, on one line")
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise ConnectomeError(f"token file {path} holds bytes that are not ASCII: a token is one word of visible ASCII") from None
-    return check_token(text.strip(), f"token file {path}")
-
-
-def read_or_create_token(path: Path) -> tuple[str, bool]:
-    """The token in `path`; a new random one, written with mode 0600, if the file is missing."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = read_token_file(path)
-        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            click.echo(f"warning: {path} is readable by others (chmod 600 {path})", err=True)
-        return token, False
-    except OSError as e:  # no such folder, no permission: the server cannot keep its token there
-        raise ConnectomeError(f"token file {path}: {e.strerror}") from None
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token, True
 
 
 @click.command()
@@ -102,8 +41,8 @@ def serve(root, host, port, token_file, workers, data_root, allow_user_code, max
         raise ConnectomeError(f"--max-work {max_work:g}: give the most images one job may pass through the model, "
                               f"a number from 1 to {MAX_WORK:g} (default {DEFAULT_MAX_WORK:g})")
 
-    uvicorn = _need("uvicorn")
-    _need("fastapi")
+    uvicorn = need("uvicorn")
+    need("fastapi")
     from connectome.serve.app import create_app
     from connectome.serve.spec import Policy
 
@@ -117,6 +56,8 @@ def serve(root, host, port, token_file, workers, data_root, allow_user_code, max
     held = root_lock.hold(root)  # noqa: F841 (held until the process ends: a second server is refused)
     token_path = Path(token_file) if token_file else root / "token"
     token, created = read_or_create_token(token_path)
+    if not created and readable_by_others(token_path):
+        click.echo(f"warning: {token_path} is readable by others (chmod 600 {token_path})", err=True)
     import torch
     gpus = torch.cuda.device_count()
     if max_nproc is None:
@@ -141,56 +82,6 @@ def serve(root, host, port, token_file, workers, data_root, allow_user_code, max
 
 # --- the client ---------------------------------------------------------------------------------
 
-def _client(server: str, token: str | None):
-    httpx = _need("httpx")
-    try:  # a malformed address is the user's typo: one line, not httpx's traceback
-        url = httpx.URL(server)
-    except (httpx.InvalidURL, TypeError, ValueError) as e:
-        raise ConnectomeError(f"--server {server!r} is not a URL ({e})") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConnectomeError(f"--server {server!r} is not an http(s) URL")
-    return httpx.Client(base_url=server.rstrip("/"), auth=_bearer_for(url, token) if token else None, timeout=30)
-
-
-def _origin(url) -> tuple:
-    return url.scheme, url.host, url.port  # httpx gives no port where it is the scheme's default
-
-
-def _bearer_for(server, token: str):
-    """The token for requests to the origin the user named only: a URL that a reply names, on another
-    host, port or scheme, gets none. On a redirect httpx drops it itself where the origin changes."""
-    def auth(request):
-        if _origin(request.url) == _origin(server):
-            request.headers["Authorization"] = f"Bearer {token}"
-        return request
-    return auth
-
-
-def _one_line(text, limit: int = 300) -> str:
-    """A server's words as one line of an error, however many lines or megabytes it sent."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _request(client, method: str, path: str, **kw):
-    httpx = _need("httpx")
-    try:
-        r = client.request(method, path, **kw)
-    except (httpx.HTTPError, httpx.InvalidURL) as e:
-        raise ConnectomeError(f"cannot reach {client.base_url} ({_one_line(e)})") from None
-    try:
-        body = r.json()
-    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested past Python's stack
-        body = None
-    if r.status_code >= 300:  # redirects are not followed: the API answers at the address given
-        detail = body.get("detail") if isinstance(body, dict) else None
-        lines = r.text.strip().splitlines()
-        raise ConnectomeError(f"{r.status_code}: {_one_line(detail or (lines[0] if lines else r.reason_phrase))}")
-    if body is None:
-        raise ConnectomeError(f"{r.url}: the reply is not JSON: is --server {client.base_url} a connectome server?")
-    return body
-
-
 server_options = [
     click.option("--server", envvar="CONNECTOME_SERVER", default=f"http://127.0.0.1:{DEFAULT_PORT}", show_default=True),
     click.option("--token", envvar="CONNECTOME_TOKEN", default=None, help="Bearer token (or $CONNECTOME_TOKEN)."),
@@ -204,18 +95,13 @@ def with_server_options(f):
     return f
 
 
-def _token(token, token_file):
-    if token is not None:
-        return check_token(token, "--token (or $CONNECTOME_TOKEN)")
-    return read_token_file(Path(token_file)) if token_file else None
-
-
-def _fmt(job: dict) -> str:
-    removed = f"{job['removed']:,}" if job["removed"] is not None else "-"
-    target = f"{job['target']:,}" if job["target"] else str(job["remove"] or "-")
-    top1 = f"{job['top1']:.2f}%" if job["top1"] is not None else "-"
-    elapsed = f"{job['elapsed']:.0f}s" if job["elapsed"] is not None else "-"
-    return f"{job['id']:>4}  {job['state']:<9}  {(job['model'] or '-')[:28]:<28}  {removed:>10} / {target:<10}  {top1:>7}  {elapsed:>6}"
+def _fmt(job) -> str:
+    """A job's row (connectome.serve.client.Job) as `jobs` lists it."""
+    removed = f"{job.removed:,}" if job.removed is not None else "-"
+    target = f"{job.target:,}" if job.target else str(job.remove or "-")
+    top1 = f"{job.top1:.2f}%" if job.top1 is not None else "-"
+    elapsed = f"{job.elapsed:.0f}s" if job.elapsed is not None else "-"
+    return f"{job.id:>4}  {job.state:<9}  {(job.model or '-')[:28]:<28}  {removed:>10} / {target:<10}  {top1:>7}  {elapsed:>6}"
 
 
 @click.group()
@@ -223,7 +109,7 @@ def _fmt(job: dict) -> str:
 @click.pass_context
 def submit(ctx, server, token, token_file):
     """Submit a job to a `connectome serve` server."""
-    ctx.obj = {"server": server, "token": _token(token, token_file)}
+    ctx.obj = {"server": server, "token": client_token(token, token_file)}
 
 
 def job_fields(cls, params: dict) -> dict:
@@ -264,52 +150,36 @@ def submit_prune(ctx, recipe, nproc_per_node, follow, **params):
         body["recipe"] = recipe
     if nproc_per_node is not None:
         body["nproc_per_node"] = nproc_per_node
-    with _client(ctx.obj["server"], ctx.obj["token"]) as client:
-        job = _request(client, "POST", "/api/jobs", json=body)
-        click.echo(f"job {job['id']} queued: {job['model']}, remove {job['remove']}  ({ctx.obj['server']}/#job={job['id']})")
+    from connectome.serve import client as api
+
+    with api.connect(ctx.obj["server"], ctx.obj["token"]) as client:
+        job = api.submit(client, body)
+        click.echo(f"job {job.id} queued: {job.model}, remove {job.remove}  ({ctx.obj['server']}/#job={job.id})")
         if follow:
-            job = follow_job(client, job["id"])
+            job = api.checked(api.Job, follow_job(client, job.id), f"{client.base_url}/api/jobs/{job.id}/events", "a job")
             click.echo(_fmt(job))
-            if job["state"] != "done":
+            if job.state != "done":
                 raise SystemExit(1)
 
 
 def follow_job(client, job_id: int) -> dict:
-    """A progress bar fed by the job's server-sent events, reconnecting if the server restarts."""
-    from httpx_sse import connect_sse
+    """A progress bar fed by the job's events until it ends; the job as it ended."""
     from tqdm.auto import tqdm
-    import httpx
-    import json
+
+    from connectome.serve.client import job_events
 
     bar = tqdm(desc=f"job {job_id}", unit="w", total=None)
-    last_id, failures = None, 0
     try:
-        while True:
-            headers = {"Last-Event-ID": last_id} if last_id else {}
-            try:
-                with connect_sse(client, "GET", f"/api/jobs/{job_id}/events", headers=headers,
-                                 timeout=httpx.Timeout(30, read=None)) as source:
-                    for event in source.iter_sse():
-                        failures = 0
-                        if event.event not in ("step", "state", "end"):
-                            continue  # a keep-alive ping arrives as an empty "message"
-                        data = json.loads(event.data)
-                        if event.event == "step":
-                            last_id = event.id
-                            bar.n = data["removed"]
-                            bar.set_postfix(top1=f"{data['top1']:.2f}", loss=f"{data['loss']:.4f}")
-                            bar.refresh()
-                        elif event.event in ("state", "end"):
-                            if data["target"] and bar.total != data["target"]:
-                                bar.total = data["target"]
-                                bar.refresh()
-                            if event.event == "end":
-                                return data
-            except httpx.HTTPError:
-                failures += 1
-                if failures > 30:
-                    raise ConnectomeError(f"lost the server at {client.base_url}") from None
-                time.sleep(2)
+        for event, data in job_events(client, job_id):
+            if event == "step":
+                bar.n = data["removed"]
+                bar.set_postfix(top1=f"{data['top1']:.2f}", loss=f"{data['loss']:.4f}")
+                bar.refresh()
+            elif data["target"] and bar.total != data["target"]:
+                bar.total = data["target"]
+                bar.refresh()
+            if event == "end":
+                return data
     finally:
         bar.close()
 
@@ -318,8 +188,10 @@ def follow_job(client, job_id: int) -> dict:
 @with_server_options
 def jobs(server, token, token_file):
     """List the jobs of a server."""
-    with _client(server, _token(token, token_file)) as client:
-        rows = _request(client, "GET", "/api/jobs")["jobs"]
+    from connectome.serve import client as api
+
+    with api.connect(server, client_token(token, token_file)) as client:
+        rows = api.list_jobs(client)
     click.echo(f"{'id':>4}  {'state':<9}  {'model':<28}  {'removed':>10} / {'target':<10}  {'top-1':>7}  {'time':>6}")
     for job in rows:
         click.echo(_fmt(job))
@@ -330,9 +202,11 @@ def jobs(server, token, token_file):
 @with_server_options
 def cancel(job_id, server, token, token_file):
     """Cancel a queued or running job."""
-    with _client(server, _token(token, token_file)) as client:
-        job = _request(client, "POST", f"/api/jobs/{job_id}/cancel")
-    click.echo(f"job {job['id']}: {job['state']}")
+    from connectome.serve import client as api
+
+    with api.connect(server, client_token(token, token_file)) as client:
+        job = api.cancel(client, job_id)
+    click.echo(f"job {job.id}: {job.state}")
 
 
 @click.command()
@@ -342,72 +216,12 @@ def cancel(job_id, server, token, token_file):
 def download(job_id, out, server, token, token_file):
     """Download a finished job's run folder (model, mask, curve, manifest) from a server."""
     from connectome.io import check_folder, claimed_folder
+    from connectome.serve import client as api
 
     out = Path(out or f"runs/job-{job_id}")
     check_folder(out)  # a folder of someone else's files is not written over
-    with _client(server, _token(token, token_file)) as client:
-        job = _finished_job(_request(client, "GET", f"/api/jobs/{job_id}"), f"{client.base_url}/api/jobs/{job_id}")
-        if job.state != "done":
-            raise ConnectomeError(f"job {job_id} is {job.state}: only a finished job has files")
+    with api.connect(server, client_token(token, token_file)) as client:
+        job = api.finished_job(client, job_id)
         with claimed_folder(out):
-            _download_files(client, job, out)
-
-
-# The names the server serves (its SAFE_NAME, no hidden file): a name in a reply is written in
-# --out as it is, so it is never a path, nor the folder's marker or a temporary file.
-FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$"
-
-
-def _finished_job(reply, where: str):
-    """A job's reply checked whole before anything is written: one line naming the field if not."""
-    pydantic = _need("pydantic")
-
-    class File(pydantic.BaseModel, strict=True):
-        name: str = pydantic.Field(pattern=FILE_NAME)
-        size: int = pydantic.Field(ge=0)
-        url: str = pydantic.Field(max_length=4096)
-
-    class Job(pydantic.BaseModel, strict=True):
-        state: str = pydantic.Field(pattern=r"^[a-z]{1,40}$")  # echoed in an error: one short word
-        files: list[File]
-
-    try:
-        job = Job.model_validate(reply)
-    except pydantic.ValidationError as e:
-        error = e.errors()[0]
-        field = ".".join(map(str, error["loc"])) or "the reply"
-        raise ConnectomeError(f"{where}: the reply is not a job ({_one_line(field, 80)}: {error['msg']}): "
-                              f"is --server a connectome server?") from None
-    names = [f.name for f in job.files]
-    if len(set(names)) < len(names):
-        raise ConnectomeError(f"{where}: the reply lists a file twice: is --server a connectome server?")
-    return job
-
-
-def _download_files(client, job, out: Path) -> None:
-    from connectome.io import atomic_path
-
-    import httpx
-
-    for f in job.files:
-        try:  # atomic: a failed file leaves what was there as it was
-            with atomic_path(out / f.name) as tmp, client.stream("GET", f.url, follow_redirects=True) as r:
-                if r.status_code != 200:
-                    raise ConnectomeError(f"{r.status_code}: the server did not send {f.name} ({_one_line(r.url, 200)})")
-                _write_bounded(r, tmp, f)
-        except (httpx.HTTPError, httpx.InvalidURL) as e:
-            raise ConnectomeError(f"cannot download {f.name} from {_one_line(f.url, 200)} ({_one_line(e)})") from None
-        click.echo(f"  {out / f.name} ({f.size:,} bytes)")
-
-
-def _write_bounded(r, tmp: Path, f) -> None:
-    """The body, which must be the size the listing says: a server that sends more is stopped there."""
-    written = 0
-    with open(tmp, "wb") as fh:
-        for chunk in r.iter_bytes():
-            written += len(chunk)
-            if written > f.size:
-                raise ConnectomeError(f"{f.name}: the server sent more than the {f.size:,} bytes its listing says")
-            fh.write(chunk)
-    if written != f.size:
-        raise ConnectomeError(f"{f.name}: the server sent {written:,} bytes, its listing says {f.size:,}: download it again")
+            for f in api.download_files(client, job, out):
+                click.echo(f"  {out / f.name} ({f.size:,} bytes)")
