@@ -189,3 +189,19 @@ def test_row10_verify_compares_float64_base_weights_exactly(run_dir, base_file, 
         nonzero = sum(int((v != 0).sum()) for v in load_file(str(run_dir / "model.safetensors")).values())
         assert changed == nonzero  # every kept weight differs from its float64 base value
     assert torch.equal(load_file(str(off))["2.weight"], f64["2.weight"] + 1e-12)
+
+
+def test_row2_a_log_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, base_file):
+    """log.jsonl grows by appends: a link planted in its place must not carry them into another file."""
+    from connectome.io import MARKER
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text("a folder written by connectome\n")
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    (out / "log.jsonl").symlink_to(target)
+    r = cli("prune", "lenet_300_100", "--remove", "2%", "--out", out, *FAST)
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and "Traceback" not in r.output and len(errors) == 1, r.output
+    assert "log.jsonl is a symbolic link" in errors[0] and target.read_text() == "keep"

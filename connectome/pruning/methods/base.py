@@ -19,7 +19,7 @@ import torch
 from connectome.distributed import barrier, is_main
 from connectome.errors import ConnectomeError
 from connectome.evaluate import Metrics, evaluate
-from connectome.io import write_text
+from connectome.io import open_nofollow, write_text
 from connectome.pruning.setup import Runtime, Setup
 from connectome.pruning.state import FILE, LoopState
 
@@ -133,7 +133,8 @@ class RunFolder:
             self._save()
             # log.jsonl grows as rows are recorded, so a long run can be followed with `tail -f`; the
             # state file stays the record a resume reads.
-            with open(self.out / "log.jsonl", "a") as f:
+            fd = open_nofollow(self.out / "log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            with os.fdopen(fd, "a") as f:  # never through a link planted in the folder
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
