@@ -82,3 +82,16 @@ def check_finite(module: nn.Module, source: str) -> None:
             bad = int((~torch.isfinite(t)).sum())
             raise ConnectomeError(f"{source}: tensor {name} holds {bad:,} non-finite value{'s' if bad > 1 else ''} "
                                   f"(NaN or infinity)")
+
+
+def check_exact(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict casts another float type to the module's: exact where every value fits (a float64
+    file of float32 values). Otherwise a run's "base" would not be the file's weights: refused before a
+    run, where verify, which reads the file as stored, reports every kept weight as changed."""
+    own = module.state_dict()
+    for k, v in state.items():
+        if k in own and own[k].is_floating_point() and hasattr(v, "dtype") and v.dtype != own[k].dtype \
+                and not torch.equal(v.to(own[k].dtype).to(v.dtype), v):
+            theirs, ours = (str(t.dtype).replace("torch.", "") for t in (v, own[k]))
+            raise ConnectomeError(f"{source}: tensor {k} is {theirs} with values the model's {ours} cannot hold "
+                                  f"exactly: convert the file to {ours} first, so that the pruned weights are the base's")

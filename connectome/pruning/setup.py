@@ -9,6 +9,7 @@ import torch
 from connectome.data import Splits, default_workers, labels_of, load_dataset, subset
 from connectome.data.fit import check_fit
 from connectome.errors import ConnectomeError
+from connectome.models.files import check_exact, read_state_file
 from connectome.models.load import LoadedModel, load_model, state_sha256
 from connectome.pruning.flat import FlatWeights, prunable_parameters
 from connectome.pruning.pattern import Pattern
@@ -82,6 +83,8 @@ def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
         raise ConnectomeError("too few calibration samples for statistics")
     if s.eval_samples and s.eval_samples > len(splits.test):
         raise ConnectomeError(f"--eval-samples {s.eval_samples:,} exceeds the {len(splits.test):,} evaluation samples")
+    if s.weights_file:  # the base must be the file's weights exactly, whatever float type the file holds
+        check_exact(loaded.module, read_state_file(s.weights_file), s.weights_file)
     model = loaded.module.to(device).eval()
     check_fit(model, splits.test, splits.num_classes, data, s.model, device)  # one sample, before any pass
     params = prunable_parameters(model, s.include, s.exclude)

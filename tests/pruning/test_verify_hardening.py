@@ -205,3 +205,16 @@ def test_row2_a_log_that_is_a_link_is_refused_and_its_target_untouched(tmp_path,
     errors = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert r.exit_code == 2 and "Traceback" not in r.output and len(errors) == 1, r.output
     assert "log.jsonl is a symbolic link" in errors[0] and target.read_text() == "keep"
+
+
+def test_row10_prune_refuses_base_weights_its_model_cannot_hold_exactly(base_file, tmp_path):
+    """A float64 base of values float32 cannot hold would be pruned as other weights than the file's."""
+    f64 = {k: v.double() for k, v in load_file(str(base_file)).items()}
+    exact, off = tmp_path / "exact64.safetensors", tmp_path / "off64.safetensors"
+    save_state(exact, f64)
+    save_state(off, {k: v + 1e-12 for k, v in f64.items()})
+    r = cli("prune", "lenet_300_100", "--remove", "2%", "--weights-file", off, "--out", tmp_path / "off", *FAST)
+    assert one_line(r) and "float64" in r.output and "convert" in r.output and not (tmp_path / "off").exists(), r.output
+    r = cli("prune", "lenet_300_100", "--remove", "2%", "--weights-file", exact, "--out", tmp_path / "exact", *FAST)
+    assert r.exit_code == 0, r.output
+    assert cli("verify", tmp_path / "exact").exit_code == 0
