@@ -300,31 +300,53 @@ class RunSettings:
         write_text(path, json.dumps({"settings": self.hashed(), "digest": self.digest()}, indent=2))
 
 
+def settings_model(cls, server_only: bool = False):
+    """A pydantic model of the settings, generated from the same fields: their types (strict, as
+    `check_value` holds them), bounds, choices, defaults and help. pydantic is the service's extra,
+    so it is imported here, where the service asks for the model."""
+    import pydantic
+
+    fields = {s.name: _pydantic_field(s, pydantic) for s in cls.specs() if s.meta["server"] or not server_only}
+    config = pydantic.ConfigDict(extra="forbid", strict=True)
+    return pydantic.create_model(cls.__name__, __config__=config, **fields)
+
+
+def _pydantic_field(s: Spec, pydantic) -> tuple:
+    """(annotation, Field) of one setting."""
+    m = s.meta
+    bounds = {"ge": m["minimum"], "le": m["maximum"], "gt": m["above"], "lt": m["below"]}
+    if s.kind is int:  # what _scalar holds every integer to
+        bounds["ge"] = -INT64 - 1 if bounds["ge"] is None else bounds["ge"]
+        bounds["le"] = INT64 if bounds["le"] is None else bounds["le"]
+    bounds = {k: v for k, v in bounds.items() if v is not None}
+    choices = s.choices()
+    if choices is not None:
+        item = typing.Literal[tuple(choices)]
+    elif s.kind is float:
+        item = typing.Annotated[float, pydantic.Field(allow_inf_nan=False, **bounds)]
+    elif s.kind is str:
+        item = typing.Annotated[str, pydantic.AfterValidator(_no_nul)]
+    else:
+        item = typing.Annotated[s.kind, pydantic.Field(**bounds)]
+    annotation = list[item] if s.is_list else item
+    if s.optional:
+        annotation = annotation | None
+    default = ... if s.required else s.default
+    return annotation, pydantic.Field(default, description=m["help"])
+
+
+def _no_nul(text: str) -> str:
+    if "\0" in text:
+        raise ValueError("holds a NUL character")
+    return text
+
+
 def job_schema(cls) -> dict:
-    """A JSON Schema of the settings a service job may carry (for the API's documentation)."""
-    words = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    props, required = {}, []
-    for s in cls.specs():
-        if not s.meta["server"]:
-            continue
-        item: dict = {"type": words[s.kind]}
-        for key, word in (("minimum", "minimum"), ("maximum", "maximum"), ("above", "exclusiveMinimum"),
-                          ("below", "exclusiveMaximum")):
-            if s.meta[key] is not None:
-                item[word] = s.meta[key]
-        if s.kind is int:  # what _scalar holds every integer to
-            item.setdefault("minimum", -INT64 - 1)
-            item.setdefault("maximum", INT64)
-        choices = s.choices()
-        if choices is not None:
-            item["enum"] = list(choices)
-        prop = {"type": "array", "items": item} if s.is_list else item
-        if s.optional:
-            prop = {"anyOf": [prop, {"type": "null"}]}
-        prop["description"] = s.meta["help"]
-        if not s.required:
-            prop["default"] = s.default
-        props[s.name] = prop
-        if s.required:
-            required.append(s.name)
-    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+    """A JSON Schema of the settings a service job may carry (for the API's documentation): the
+    settings model's, without the titles pydantic derives from the names."""
+    schema = settings_model(cls, server_only=True).model_json_schema()
+    schema.pop("title", None)
+    for prop in schema["properties"].values():
+        prop.pop("title", None)
+    schema.setdefault("required", [])
+    return schema
