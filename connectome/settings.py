@@ -239,10 +239,6 @@ class RunSettings:
 
     # --- identity ---------------------------------------------------------------------------------
 
-    @classmethod
-    def runtime_names(cls) -> set[str]:
-        return {s.name for s in cls.specs() if s.meta["runtime"]}
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
