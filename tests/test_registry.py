@@ -7,8 +7,11 @@ import pytest
 
 from connectome.data import DATA_SOURCES
 from connectome.errors import ConnectomeError
+from connectome.lottery.controls import CONTROLS
 from connectome.lottery.strategies import STRATEGIES, GlobalMagnitude, LayerwiseMagnitude, make_strategy
 from connectome.models import SOURCES
+from connectome.pruning import scores
+from connectome.pruning.registry import METHODS
 from connectome.registry import Registry
 
 
@@ -79,8 +82,10 @@ def test_a_package_registers_its_entries_when_the_table_is_first_read(tmp_path, 
 
 
 def test_the_project_tables_are_registries():
-    assert all(isinstance(t, Registry) for t in (SOURCES, DATA_SOURCES, STRATEGIES))
+    assert all(isinstance(t, Registry) for t in (SOURCES, DATA_SOURCES, STRATEGIES, METHODS, scores.REGISTRY, CONTROLS))
     assert dict(STRATEGIES.items()) == {"layerwise": LayerwiseMagnitude, "global": GlobalMagnitude}
     assert DATA_SOURCES["fmnist"] is DATA_SOURCES["fashion-mnist"]
     with pytest.raises(ConnectomeError, match="^unknown strategy 'random': choose from layerwise, global$"):
         make_strategy(type("S", (), {"strategy": "random"}), {})
+    with pytest.raises(ConnectomeError, match="^unknown method 'x': choose from greedy, learned, one-shot$"):
+        METHODS["x"]

@@ -21,9 +21,10 @@ from connectome.device import resolve_device
 from connectome.errors import ConnectomeError
 from connectome.evaluate import evaluate
 from connectome.io import write_text
-from connectome.pruning import methods, scores
+from connectome.pruning import scores
 from connectome.pruning.methods import one_shot as shot
 from connectome.pruning.methods.base import schedule
+from connectome.pruning.registry import METHODS
 from connectome.pruning.settings import CompareSettings
 from connectome.pruning.setup import Runtime, prepare
 from connectome.sizes import parse_count
@@ -56,7 +57,7 @@ def iterative(setup, entry: str, counts: list[int], seed: int, out: Path, rt: Ru
     flat = setup.flat
     flat.reset()
     folder, quiet = out / "runs" / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', entry)}-seed{seed}", replace(rt, progress=False)
-    run = methods.get(setup.settings.method).for_grid(setup, folder, counts, quiet)
+    run = METHODS[setup.settings.method].for_grid(setup, folder, counts, quiet)
     rows = []
     for k in tqdm(counts, desc=f"{entry} seed {seed}", disable=not rt.progress, leave=False):
         run.run(target=k)
@@ -129,7 +130,7 @@ def compare(cs: CompareSettings, out: Path | None = None, progress: bool = True,
 
 
 def is_iterative(method: str) -> bool:
-    return methods.get(method).iterative
+    return METHODS[method].iterative
 
 
 def values_by_count(rows, method: str, key: str = "top1") -> dict[int, list[float]]:

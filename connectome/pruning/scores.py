@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 
 from connectome.pruning.statistics import GradStats
+from connectome.registry import Registry
 
 
 class Score:
@@ -33,24 +34,18 @@ class Score:
         raise NotImplementedError
 
 
-REGISTRY: dict[str, type[Score]] = {}
-
-
-def register(cls: type[Score]) -> type[Score]:
-    REGISTRY[cls.name] = cls
-    return cls
+REGISTRY = Registry("score")
 
 
 def get(name: str, **options) -> Score:
-    from connectome.errors import ConnectomeError
-    if name not in REGISTRY:
-        raise ConnectomeError(f"unknown score {name!r}: choose from {', '.join(REGISTRY)}")
+    """The score `name` with its options; an unknown name is refused in one line naming the scores."""
     return REGISTRY[name](**options)
 
 
 def of(s) -> Score:
     """The score run settings `s` name, with the options it declares taken from them."""
-    return get(s.score, **{name: getattr(s, name) for name in REGISTRY.get(s.score, Score).settings})
+    cls = REGISTRY[s.score]
+    return cls(**{name: getattr(s, name) for name in cls.settings})
 
 
 def predicted_removal(w, stats: GradStats, name: str) -> torch.Tensor:
@@ -61,7 +56,7 @@ def predicted_restore(w0, stats: GradStats, name: str) -> torch.Tensor:
     return stats.grad[name] * w0 + 0.5 * stats.second[name] * w0 * w0
 
 
-@register
+@REGISTRY.register
 class Magnitude(Score):
     """|w|, global."""
     name = "magnitude"
@@ -71,7 +66,7 @@ class Magnitude(Score):
         return w.abs()
 
 
-@register
+@REGISTRY.register
 class Random(Score):
     """Uniform random order (seeded)."""
     name = "random"
@@ -81,7 +76,7 @@ class Random(Score):
         return torch.rand(w.shape, generator=generator).to(w.device)
 
 
-@register
+@REGISTRY.register
 class Taylor(Score):
     """|g*w|, first-order saliency (Molchanov et al.; SNIP)."""
     name = "taylor"
@@ -90,7 +85,7 @@ class Taylor(Score):
         return (stats.grad[name] * w).abs()
 
 
-@register
+@REGISTRY.register
 class Fisher(Score):
     """1/2*F*w^2 with F the per-sample second moment (OBD with a Fisher diagonal)."""
     name = "fisher"
@@ -99,7 +94,7 @@ class Fisher(Score):
         return 0.5 * stats.second[name] * w * w
 
 
-@register
+@REGISTRY.register
 class DLoss(Score):
     """-g*w + 1/2*F*w^2, the expected loss change of zeroing."""
     name = "dloss"
@@ -108,7 +103,7 @@ class DLoss(Score):
         return predicted_removal(w, stats, name)
 
 
-@register
+@REGISTRY.register
 class Connectome(Score):
     """The expected loss change of zeroing, made conservative where the gradient is uncertain:
         -g*w + z*|w|*se(g) + 1/2*F*w^2,   se(g) = sqrt(var/N), the standard error of the mean gradient.
@@ -156,7 +151,7 @@ def row_quantiles(scores: torch.Tensor) -> torch.Tensor:
     return ((rank + 0.5) / n).float().view_as(scores)
 
 
-@register
+@REGISTRY.register
 class Wanda(Score):
     """Wanda (Sun et al. 2023, "A Simple and Effective Pruning Approach for Large Language Models"):
     |w| * ||x||, the weight times the norm of its input over the calibration set (for a conv, of the
@@ -177,7 +172,7 @@ class Wanda(Score):
         return w.abs() * input_norm(stats, name)
 
 
-@register
+@REGISTRY.register
 class WandaRow(Wanda):
     """Wanda as the paper applies it: weights compared within each output unit only, every unit losing
     the same share. The loop and compare take a global top-k, so the scores are made comparable across

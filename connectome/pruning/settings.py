@@ -26,18 +26,18 @@ def _scores() -> list[str]:
 
 
 def _score_class(name: str):
-    from connectome.pruning.scores import REGISTRY, get
-    return REGISTRY[name] if name in REGISTRY else type(get(name))  # get refuses an unknown name
+    from connectome.pruning.scores import REGISTRY
+    return REGISTRY[name]
 
 
 def _methods() -> list[str]:
-    return METHODS.names()
+    return list(METHODS)
 
 
 def _owned() -> set[str]:
     """The settings some method or score declares: the others are common to every run."""
     from connectome.pruning.scores import REGISTRY
-    return {n for part in [*METHODS.classes(), *REGISTRY.values()] for n in part.settings}
+    return {n for part in [*METHODS.values(), *REGISTRY.values()] for n in part.settings}
 
 
 def _criteria() -> list[str]:
@@ -47,7 +47,7 @@ def _criteria() -> list[str]:
 
 def _compared() -> list[str]:
     """compare's names: a method, METHOD:SCORE, or a criterion as --criterion took it."""
-    return [*_methods(), *(f"{m}:{s}" for m in _methods() if METHODS.get(m).ranks for s in _scores()), *_criteria()]
+    return [*_methods(), *(f"{m}:{s}" for m in _methods() if METHODS[m].ranks for s in _scores()), *_criteria()]
 
 
 def split_criterion(name: str, in_compare: bool = False) -> tuple[str, str | None]:
@@ -66,7 +66,7 @@ def split_compared(name: str) -> tuple[str, str | None]:
         method, score = name.split(":", 1)
         return method, score
     if name in _methods():
-        return name, PruneSettings.score_default() if METHODS.get(name).ranks else None
+        return name, PruneSettings.score_default() if METHODS[name].ranks else None
     return split_criterion(name, in_compare=True)
 
 
@@ -214,8 +214,8 @@ class PruneSettings(RunSettings):
 
     def methods_run(self) -> list[type]:
         """The methods of the run, in order: its own, then the one that runs its restore cycles."""
-        first = METHODS.get(self.method)
-        restorer = [m for m in METHODS.classes() if m.restores and m is not first] if self.restore_cycles else []
+        first = METHODS[self.method]
+        restorer = [m for m in METHODS.values() if m.restores and m is not first] if self.restore_cycles else []
         return [first, *restorer]
 
     def decided(self) -> set[str]:
@@ -235,7 +235,7 @@ class PruneSettings(RunSettings):
         the criterion alone read as another), so a greedy connectome run keeps its first digest."""
         out = super().hashed()
         method, score = out.pop("method"), out.pop("score", None)
-        criterion = score if METHODS.get(method).ranks else method
+        criterion = score if METHODS[method].ranks else method
         out["criterion"] = criterion
         if split_criterion(criterion)[0] != method:
             out["method"] = method
@@ -280,7 +280,7 @@ class PruneSettings(RunSettings):
 
     def label(self) -> str:
         """What ran, in words for titles and records: "learned", "greedy connectome", "one-shot wanda"."""
-        return f"{self.method} {self.score}" if METHODS.get(self.method).ranks else self.method
+        return f"{self.method} {self.score}" if METHODS[self.method].ranks else self.method
 
     def check(self) -> None:
         if self.pattern is not None:

@@ -27,6 +27,15 @@ def one_line(r, code: int = 2) -> bool:
     return r.exit_code == code and len(r.output.strip().splitlines()) == 1 and isinstance(r.exception, SystemExit)
 
 
+@pytest.fixture
+def registered():
+    """register(table, cls): `cls` in the registry `table` for the test's length, as its module would."""
+    entered = []
+    yield lambda table, cls: entered.append((table, getattr(table.register(cls), table.key)))
+    for table, name in entered:
+        table.unregister(name)
+
+
 def digest(**values) -> str:
     return PruneSettings(model="lenet_300_100", remove="30%", **values).digest()
 
@@ -51,8 +60,8 @@ class Sketch(RunFolder):
     settings = ("learn_points",)
 
 
-def test_a_new_method_gets_its_own_settings_in_its_digest(monkeypatch):
-    monkeypatch.setitem(METHODS._all(), "sketch", Sketch)
+def test_a_new_method_gets_its_own_settings_in_its_digest(registered):
+    registered(METHODS, Sketch)
     assert digest(method="sketch") != digest(method="sketch", learn_points=3)
     assert digest(method="sketch") == digest(method="sketch", step=0.02, learn_lr=0.01, score="magnitude")
 
@@ -112,11 +121,11 @@ class Blind(scores.Score):
         return torch.full_like(w, float("nan"))
 
 
-def test_row11_a_greedy_loop_that_stops_removing_stops_with_one_line(tmp_path, monkeypatch):
+def test_row11_a_greedy_loop_that_stops_removing_stops_with_one_line(tmp_path, registered):
     from connectome.errors import ConnectomeError
     from connectome.pruning.methods.greedy import Greedy
 
-    monkeypatch.setitem(scores.REGISTRY, "blind", Blind)
+    registered(scores.REGISTRY, Blind)
     s = PruneSettings(model="lenet_300_100", remove="30%", method="greedy", score="blind", include=["6.weight"],
                       calib_samples=200, eval_samples=100, batch_size=50, step=0.05, max_step=0.2, min_step=0.01)
     run = Greedy(prepare(s), tmp_path / "run", runtime=Runtime(progress=False))

@@ -13,5 +13,5 @@ with the common ones make its runs' digest (connectome.pruning.settings).
 from connectome.pruning.methods import greedy, learned, one_shot  # noqa: F401  (each registers itself)
 from connectome.pruning.registry import METHODS
 
-get = METHODS.get
-names = METHODS.names
+# connectome.serve.work still imports `get`: a lookup that raises on an unknown name, as METHODS[name].
+get = METHODS.__getitem__
