@@ -13,7 +13,7 @@ from connectome.models.files import check_exact, read_state_file
 from connectome.models.load import LoadedModel, load_model, state_sha256
 from connectome.pruning.flat import FlatWeights, prunable_parameters
 from connectome.pruning.pattern import Pattern
-from connectome.pruning.settings import PruneSettings, has_curve_points
+from connectome.pruning.settings import PruneSettings
 from connectome.sizes import parse_count
 
 
@@ -106,7 +106,7 @@ def prepare(s: PruneSettings, device: str = "cpu") -> Setup:
         raise ConnectomeError(f"--remove {s.remove} ({target:,}) is more than the {pattern} pattern removes "
                               f"({full:,}, {100 * full / flat.prunable():.1f}% of the {flat.prunable():,} weights in "
                               f"its layers)")
-    if has_curve_points(s) and s.learn_points > max(1, target):  # a count removes one weight at least
+    if s.decides("learn_points") and s.learn_points > max(1, target):  # a count removes one weight at least
         raise ConnectomeError(f"--learn-points {s.learn_points:,} is more than the {target:,} weights to remove")
     base_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     evaluation = subset(splits.test, s.eval_samples, s.seed) if s.eval_samples else splits.test

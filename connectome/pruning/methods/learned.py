@@ -103,7 +103,7 @@ class Learned(RunFolder):
         self.every = max(1, round(self.s.learn_check * self.per_epoch))  # batches between two checks
         augment = self.s.learn_augment
         if augment is None:  # photographs at full size; small digit and CIFAR tensors are trained without crops
-            augment = setup.splits.name in ("imagenet", "folder")
+            augment = setup.splits.source.photographs
         self.views = TrainingViews() if augment else None
         if self.select:
             self.pos.update(best=None, checked=-1, since=0, trail=[])
