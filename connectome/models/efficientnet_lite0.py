@@ -106,10 +106,3 @@ def load_efficientnet_lite0() -> nn.Module:
     model = timm.create_model(ARCH, pretrained=False)
     model.load_state_dict(convert_state_dict(state), strict=True)
     return model.eval()
-
-
-def eval_transforms():
-    """Resize 256 (bicubic), center crop 224, to tensor, normalize with mean = std = 0.5."""
-    from timm.data import create_transform
-
-    return create_transform(**EVAL_CONFIG, is_training=False)

