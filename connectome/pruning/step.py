@@ -1,5 +1,6 @@
 """One step of the loop as small functions: which weights to zero (or restore), what the quadratic
-model predicts for the step, and whether the measured change on the acceptance split allows it.
+model predicts for the step, and the measures the step control (connectome.pruning.control) judges
+the measured change on the acceptance split by.
 
 The loss change of zeroing a weight w, to second order with a diagonal curvature F, is
 -g*w + 1/2*F*w^2; of restoring a zeroed weight to w0, g*w0 + 1/2*F*w0^2. Steps are predicted with
@@ -132,36 +133,6 @@ def top1_falls(after, before) -> bool:
     return mean < -2 * stderr
 
 
-def next_size(size: int, accepted: bool, actual: float, prediction: float | None, *, hold: float, grow: float,
-              shrink: float, smallest: int, largest: int, stderr: float = 0.0, excess: float | None = None,
-              headroom: bool = False) -> int:
-    """The field's rule: grow while the measured change keeps up with the predicted one (their ratio at
-    least `hold`), keep the size where the ratio breaks away, shrink after a rejected step. A
-    predicted gain inside the measurement's noise says nothing of the ratio: such a step grows.
-
-    With `excess` (the measured change beyond the prediction, curvature and budget allowances, all of
-    which grow with the step's size, while the noise allowance 2*stderr grows with its square root), the
-    size where the two would meet is estimated, r = (2*stderr / excess)^2 of this one: a rejected step
-    shrinks there at once instead of halving through a cascade of rejections. (Capping growth by the
-    same estimate cut rejections further, 43% -> 33% on the demo, but took 36% more accepted steps,
-    each a statistics pass: the expensive part on a large network.)
-
-    With `headroom`, a kept step whose ratio broke away still grows toward that size while it lies
-    beyond this one: a prediction that is optimistic by a steady amount (late in a run, inside a
-    pattern's last room) otherwise holds the size at its smallest for hundreds of steps."""
-    fit = None
-    if excess is not None and excess > 0 and stderr > 0:
-        fit = 0.8 * (2 * stderr / excess) ** 2  # with a margin: the estimate is of the very edge
-    if not accepted:
-        factor = shrink if fit is None else min(shrink, fit)
-        return max(smallest, int(size * factor))
-    ratio_holds = prediction is None or prediction >= -2 * stderr or actual / prediction >= hold
-    factor = grow if ratio_holds else 1.0
-    if headroom and not ratio_holds and excess is not None:
-        factor = grow if excess <= 0 or fit is None else min(grow, max(1.0, fit))
-    return min(largest, max(smallest, int(math.ceil(size * factor))))
-
-
 def pace(log: list[dict], window: int = 3) -> float:
     """The measured loss change per weight of the last `window` kept removal steps (never below 0):
     what the next step's weights are expected to cost, by measurement rather than by the diagonal
@@ -182,6 +153,7 @@ def excess_of(actual: float, prediction: float | None, curvature: float | None, 
     """How far the measured change went past the allowances that scale with the step's size."""
     allowed = budget if prediction is None else prediction + tolerance * curvature + budget
     return actual - allowed
+
 
 def as_predicted(actual: float, prediction: float | None, curvature: float | None, stderr: float, budget: float,
                  tolerance: float) -> bool:

@@ -22,7 +22,7 @@ from connectome.distributed import barrier, is_main
 from connectome.errors import ConnectomeError
 from connectome.evaluate import Metrics
 from connectome.pruning import scores, step
-from connectome.pruning.control import FirstRule, rule_for
+from connectome.pruning.control import Outcome, Rule, Verdict, rules_for
 from connectome.pruning.methods.base import LoopStateRun
 from connectome.pruning.registry import METHODS
 from connectome.pruning.setup import Runtime, Setup
@@ -37,7 +37,8 @@ class Greedy(LoopStateRun):
     """The loop in a folder. `budget_target`: the count the loss budget is shared over (compare stops at
     several counts on the way to it). `start`: a finished learned run (connectome.pruning.methods.learned)
     in the same folder, whose mask, log and time this run continues from: its restore cycles swap from
-    that method's mask. `rule`: the step control (default: the one the settings ask for)."""
+    that method's mask. `rules`: the step control, asked in order (connectome.pruning.control; default:
+    the rules the settings ask for)."""
 
     name = "greedy"
     settings = ("step", "max_step", "min_step", "grow", "shrink", "tolerance", "loss_budget", "max_top1_drop",
@@ -47,16 +48,16 @@ class Greedy(LoopStateRun):
     unit = "steps"
 
     def __init__(self, setup: Setup, out, resume: bool = False, runtime: Runtime | None = None,
-                 on_step=None, budget_target: int | None = None, start=None, rule: FirstRule | None = None):
+                 on_step=None, budget_target: int | None = None, start=None, rules: list[Rule] | None = None):
         super().__init__(setup, out, runtime, on_step)
-        self.rule = rule or rule_for(self.s)  # how steps are judged and sized (connectome.pruning.control)
+        self.budget_target = budget_target or setup.target
+        self.rules = rules_for(self.s, self.budget_target, MAX_DEFERRALS) if rules is None else rules
         # A compiled wrapper shares the module's Parameters; FlatWeights.write changes their values in
         # place, which the compiled code reads as inputs (no weights are frozen into it).
         compile_ = self.rt.compile
         if compile_:
             self.module = torch.compile(self.module, **({} if compile_ is True else {"backend": compile_}))
         self.score = scores.of(self.s)
-        self.budget_target = budget_target or setup.target
         self.state = LoopState(size=self._steps(self.s.step), target=setup.target, prunable=self.prunable)
         self.before: Metrics | None = None  # acceptance metrics of the current mask, per sample
         if start is None:
@@ -148,74 +149,70 @@ class Greedy(LoopStateRun):
         return st.log
 
     def _try_step(self, stats, target: int, swapping: bool) -> dict:
+        """One step: propose it, measure it on the acceptance split, and keep or undo it as the rules
+        (connectome.pruning.control) decide. Returns its log row."""
+        flat, st = self.flat, self.state
+        chosen, restored = self._propose(stats, target, swapping)
+        o = self._outcome(stats, chosen, restored, swapping)
+        v = Verdict()
+        for rule in self.rules:  # each sees the verdict so far: a later rule has the last word (a veto)
+            v = rule.judge(o, v)
+        row = {"stderr": o.stderr, "step": st.step_index + 1, "phase": "swap" if swapping else "remove",
+               "accepted": v.accepted, "forced": v.forced, "descent": v.descent, "size": o.weights,
+               "restored": len(restored), "predicted": o.predicted, "actual": o.actual,
+               "calib_loss": stats.loss if stats else None, "calib_top1": stats.top1 if stats else None,
+               **o.after.as_dict("accept_")}
+        st.step_index += 1
+        if v.accepted:
+            st.deferrals_in_row = 0
+            self.before = o.after
+        else:  # undone: the next try starts from the mask the statistics were collected on
+            flat.mask[chosen] = True
+            flat.mask[restored] = False
+            flat.write()
+            for rule in self.rules:
+                v = rule.set_aside(o, v, flat, stats)
+            if v.deferred is not None:
+                flat.deferred[v.deferred] = True
+                st.deferrals_in_row += 1
+                row["deferred"] = len(v.deferred)
+        if not v.same_size:  # the same size when a few set-aside weights carried the failure
+            size = st.size
+            for rule in self.rules:
+                size = rule.next_size(o, v, size)
+            st.size = size
+        row["removed"] = flat.removed()
+        return row
+
+    def _propose(self, stats, target: int, swapping: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero the step's weights in the mask and the module (a swap restores others first, so the
+        deletions are chosen among all survivors); the indices zeroed and restored."""
         flat, s, st = self.flat, self.s, self.state
-        min_size = min(self._steps(s.min_step), st.size)
         gen = torch.Generator().manual_seed(s.seed * 1_000_003 + st.step_index)
         if swapping:
             restored = step.choose_restores(flat, stats, max(1, int(round(s.restore_fraction * st.size))))
-            flat.mask[restored] = True  # restore first, so the deletions are chosen among all survivors
-            removed = step.choose_removals(flat, self.score, stats, len(restored), gen, s.unit_share,
-                                           s.unknown_last, self.setup.pattern)
+            flat.mask[restored] = True
+            k = len(restored)  # as many deleted as restored: the count stays on budget
         else:
             restored = step.choose_restores(flat, stats, 0)
-            removed = step.choose_removals(flat, self.score, stats, min(st.size, target - flat.removed()), gen,
-                                           s.unit_share, s.unknown_last, self.setup.pattern)
-        flat.mask[removed] = False
+            k = min(st.size, target - flat.removed())
+        chosen = step.choose_removals(flat, self.score, stats, k, gen, s.unit_share, s.unknown_last,
+                                      self.setup.pattern)
+        flat.mask[chosen] = False
         flat.write()
-        prediction, curvature = step.predicted(flat, stats, removed, restored)
+        return chosen, restored
+
+    def _outcome(self, stats, chosen, restored, swapping: bool) -> Outcome:
+        """The step as measured, with what the rules allow it to spend beyond its prediction."""
+        st = self.state
+        prediction, curvature = step.predicted(self.flat, stats, chosen, restored)
         after = self._eval(self.setup.accept, "acceptance", keep_per_sample=True)
-        actual = self._objective(after) - self._objective(self.before)
-        stderr = step.paired_stderr(after, self.before)
-        # Each step may also spend its share of the run's budget: without it, steps of weights whose
-        # predicted change is ~0 are rejected by noise alone and the run crawls at the minimum size.
-        dense = st.log[0]  # the loss budget is a fraction of the dense model's acceptance loss
-        budget = s.loss_budget * dense.get("accept_objective", dense["accept_loss"]) * len(removed) / self.budget_target
-        if s.pace and not swapping:  # what this many weights cost at the pace of the last kept steps
-            budget += step.pace(st.log) * len(removed)
-        rule = self.rule
-        descent = rule.descent(actual, stderr, after, self.before)
-        ok = descent or step.as_predicted(actual, prediction, curvature, stderr, budget, s.tolerance)
-        smallest = st.size <= min_size
-        # The size where measured and predicted change part ways is estimated from this step.
-        excess = rule.excess(actual, prediction, curvature, budget)
-        if not ok and smallest and rule.harmless(actual, stderr, budget):
-            ok = True  # nothing smaller to try, and it does no measurable harm
-        if s.max_top1_drop is not None and self.before.top1 - after.top1 > s.max_top1_drop:
-            ok = False
-        # At the smallest size a step that measurably hurts says its weights are mispredicted, not that
-        # it was too big: defer them (ranked last from now on) and try the next ones; only after
-        # MAX_DEFERRALS failures in a row is a step taken regardless, so that the run ends at its count.
-        # A step that already holds deferred weights had nothing else to choose from (the end of a run, a
-        # pattern's last room): deferring more changes no later choice, so it is not retried as is.
-        exhausted = rule.exhausted(flat, removed)
-        forced = smallest and (st.deferrals_in_row >= MAX_DEFERRALS or exhausted) and not ok
-        row = {"stderr": stderr, "step": st.step_index + 1, "phase": "swap" if swapping else "remove",
-               "accepted": ok or forced, "forced": forced, "descent": descent, "size": len(removed),
-               "restored": len(restored), "predicted": prediction, "actual": actual,
-               "calib_loss": stats.loss if stats else None, "calib_top1": stats.top1 if stats else None,
-               **after.as_dict("accept_")}
-        st.step_index += 1
-        if ok or forced:
-            st.deferrals_in_row = 0
-            self.before = after
-            st.size = rule.next_size(st.size, True, actual, prediction, stderr, excess, min_size,
-                                     self._steps(s.max_step))
-        else:
-            flat.mask[removed] = True
-            flat.mask[restored] = False
-            flat.write()
-            suspects = rule.suspects(flat, stats, removed)
-            if 0 < len(suspects) <= 0.05 * len(removed) and st.deferrals_in_row < MAX_DEFERRALS and not exhausted:
-                # A few weights carried the failed prediction: defer them, retry the rest at this size.
-                flat.deferred[suspects] = True
-                st.deferrals_in_row += 1
-                row["deferred"] = len(suspects)
-            else:
-                if smallest:
-                    flat.deferred[removed] = True
-                    st.deferrals_in_row += 1
-                    row["deferred"] = len(removed)
-                st.size = rule.next_size(st.size, False, actual, prediction, stderr, excess, min_size,
-                                         self._steps(s.max_step))
-        row["removed"] = flat.removed()
-        return row
+        return Outcome(size=st.size, min_size=min(self._steps(self.s.min_step), st.size),
+                       max_size=self._steps(self.s.max_step), weights=len(chosen), swapping=swapping,
+                       predicted=prediction, curvature=curvature,
+                       actual=self._objective(after) - self._objective(self.before),
+                       stderr=step.paired_stderr(after, self.before),
+                       allowance=sum(rule.allowance(len(chosen), swapping, st.log) for rule in self.rules),
+                       top1_drop=self.before.top1 - after.top1, deferrals_in_row=st.deferrals_in_row,
+                       holds_deferred=bool(self.flat.deferred[chosen].any()), chosen=chosen, after=after,
+                       before=self.before)
