@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from connectome.errors import ConnectomeError
-from connectome.io import mark_folder, write_text
+from connectome.io import mark_folder, open_nofollow, write_text
 from connectome.pruning.state import FILE as STATE_FILE, LoopState
 from connectome.serve.jobs import JobStore
 from connectome.serve.policy import Policy
@@ -149,7 +149,8 @@ class Scheduler:
                 break  # first in, first out: later jobs do not overtake one waiting for GPUs
             try:
                 self._launch(job, settings, nproc, gpus)
-            except OSError as e:  # cannot start (no such interpreter, too many processes): fail it, go on
+            except (OSError, ConnectomeError) as e:  # cannot start (no such interpreter, too many processes,
+                # a link where its log goes): fail it, go on
                 self.store.transition(job["id"], ("queued",), state="failed", finished=time.time(),
                                       error=f"could not start the worker: {e}")
 
@@ -190,7 +191,7 @@ class Scheduler:
         log = self.log_path(job_id)
         log.parent.mkdir(parents=True, exist_ok=True)
         command = self.command(job_id, nproc)
-        with open(log, "ab") as f:
+        with os.fdopen(open_nofollow(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as f:  # never via a link
             f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} starting job {job_id}: {shlex.join(command)}\n".encode())
             f.flush()
             # A session of its own: cancel signals the whole group (torchrun and its ranks).

@@ -251,3 +251,21 @@ def test_row3_user_code_queued_under_allow_user_code_does_not_run_after_a_restar
     finally:
         second.stop()
     assert mark.read_text() == "built\n"  # the builder ran once, under the server that allowed it
+
+
+def test_row2_a_job_log_that_is_a_link_fails_the_job_and_leaves_its_target(tmp_path, data_root):
+    """The worker appends a job's output to ROOT/logs/ID.log: never through a link planted there."""
+    root = tmp_path / "srv"
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    server = Server(root, "--data-root", str(data_root))
+    try:
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+        (root / "logs" / "1.log").symlink_to(target)
+        job_id = server.submit(**small(data_root))["id"]
+        assert job_id == 1
+        job = server.wait(job_id)
+        assert job["state"] == "failed" and "\n" not in job["error"] and "symbolic link" in job["error"], job
+    finally:
+        server.stop()
+    assert target.read_text() == "keep"
