@@ -1,5 +1,5 @@
-"""`make demo`'s decisions, pinned: the greedy method under the first rule (connectome.pruning.control
-.FirstRule, unknown_last off) gives one recorded mask, so any change to how that rule chooses, sizes or
+"""`make demo`'s decisions, pinned: the greedy method under the first rules (connectome.pruning.control's
+prediction_only list, unknown_last off) gives one recorded mask, so any change to how that rule chooses, sizes or
 judges a step fails here; the default method's run is held to its measured quality."""
 
 from connectome.pruning.api import prune
