@@ -160,6 +160,11 @@ class PruneSettings(RunSettings):
                                  maximum=1000, hashed_when_set=True, applies=_learns)
     learn_patience: int = setting(2, "Acceptance checks without improvement that end a count's training.",
                                   minimum=1, maximum=1000, hashed_when_set=True, applies=_learns)
+    learn_distill: float = setting(0.0, "Share of the learned mask's objective that is the dense model's own "
+                                        "predictions (KL divergence of the masked model's from the dense one's on "
+                                        "the same views) rather than the labels: 0 trains on labels alone, 1 on the "
+                                        "dense model alone.", minimum=0, maximum=1, hashed_when_set=True,
+                                   applies=_learns)
     learn_augment: bool | None = setting(None, "Train the learned mask on random resized crops and flips of the "
                                                 "decision images (torchvision's RandomResizedCrop defaults), the views "
                                                 "ImageNet classifiers are trained on [default: on for image folders, "

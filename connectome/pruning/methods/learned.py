@@ -161,9 +161,19 @@ class Learned(RunFolder):
         with torch.autocast(device_type=torch.device(self.setup.device).type, dtype=rt.autocast_dtype,
                             enabled=rt.autocast_dtype is not None):
             logits = functional_call(self.module, flat.split(masked), (x,))
-        if world > 1:
-            return F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=self.s.label_smoothing) / n
-        return F.cross_entropy(logits.float(), y, label_smoothing=self.s.label_smoothing)
+        a = self.s.learn_distill
+        if not a:
+            if world > 1:
+                return F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=self.s.label_smoothing) / n
+            return F.cross_entropy(logits.float(), y, label_smoothing=self.s.label_smoothing)
+        logits = logits.float()
+        per = F.cross_entropy(logits, y, reduction="none", label_smoothing=self.s.label_smoothing)
+        # The dense model's predictions on the same views: what the mask must keep, beyond the labels.
+        with torch.no_grad(), torch.autocast(device_type=torch.device(self.setup.device).type,
+                                             dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
+            teacher = functional_call(self.module, flat.split(flat.base), (x,)).float().log_softmax(1)
+        kl = F.kl_div(logits.log_softmax(1), teacher, reduction="none", log_target=True).sum(1)
+        return ((1 - a) * per + a * kl).sum() / n
 
     # --- data: a deterministic stream of batches, from any position ---------------------------------
 
