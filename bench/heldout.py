@@ -20,6 +20,7 @@ loss; the dense rows; paired differences; the default) and prints the table.
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import replace
@@ -54,6 +55,8 @@ VARIANTS = {
     "wanda": dict(method="one-shot", score="wanda"),
     "learned-kd": dict(method="learned", learn_distill=1.0),
     "learned-kd50": dict(method="learned", learn_distill=0.5),
+    "learned-paired": dict(method="learned", learn_accept="paired"),
+    "learned-kd50-paired": dict(method="learned", learn_distill=0.5, learn_accept="paired"),
 }
 
 
@@ -86,6 +89,20 @@ def run_unit(variant: str, k: int) -> None:
     path = WORK / f"{variant}-fold{k}.json"
     if path.exists() and json.loads(path.read_text()).get("done"):
         return
+    lock = WORK / f"{variant}-fold{k}.lock"  # two processes may share the queue: a unit is one's at a time
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        print(f"{variant} fold {k}: taken by another process ({lock})", flush=True)
+        return
+    try:
+        _run_unit(variant, k, path)
+    finally:
+        os.close(fd)
+        lock.unlink()
+
+
+def _run_unit(variant: str, k: int, path: Path) -> None:
     s = PruneSettings.from_mapping({**BASE, **VARIANTS[variant], "data": f"imagenet:{fold_folder(k)}"}, variant)
     setup = prepare(s, "cpu")
     from connectome.data.decoded import cache_calibration
@@ -125,8 +142,7 @@ def run_unit(variant: str, k: int) -> None:
         run.run()
     out["done"] = True
     out["provenance"] = provenance()
-    keep_path = out
-    path.write_text(json.dumps(keep_path))
+    path.write_text(json.dumps(out))
     print(f"{variant} fold {k}: {out['seconds']:.0f} s", flush=True)
 
 

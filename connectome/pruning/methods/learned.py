@@ -104,6 +104,7 @@ class Learned(RunFolder):
         if self.select:
             self.pos.update(best=None, checked=-1, since=0, trail=[])
         self.best: torch.Tensor | None = None
+        self.best_images: torch.Tensor | None = None  # the best's acceptance loss and hit per image (paired)
         self.log: list[dict] = []
         self._open(resume)
 
@@ -215,17 +216,32 @@ class Learned(RunFolder):
         is how memorising the decision split shows); otherwise one more check without improvement."""
         pos = self.pos
         self._apply(k)
-        m = self._eval(self.setup.accept, "acceptance check")
+        paired = self.s.learn_accept == "paired"
+        m = self._eval(self.setup.accept, "acceptance check", keep_per_sample=paired)
         pos["trail"].append([pos["batch"], round(m.loss, 5), round(m.top1, 3)])  # logged with the count
         best = pos["best"]
-        if best is None or (m.loss <= best[0] and m.top1 >= best[1] and (m.loss, m.top1) != tuple(best)):
+        if best is None or (self._paired_better(m) if paired else
+                            (m.loss <= best[0] and m.top1 >= best[1] and (m.loss, m.top1) != tuple(best))):
             pos.update(best=[m.loss, m.top1], since=0)
             self.best = self.scores.detach().clone()
+            if paired:
+                self.best_images = torch.stack([m.per_sample.double().cpu(), m.per_correct.double().cpu()])
         else:
             pos["since"] += 1
         pos["checked"] = pos["batch"]
         if is_main():
             self._save()
+
+    def _paired_better(self, m) -> bool:
+        """Better than the count's best on the same acceptance images, image by image: the loss lower by
+        more than one standard error of the paired difference, and top-1 not lower by more than one. One
+        image of 160 is 0.6 points of top-1: a rule on the two means alone refuses any lower loss that
+        costs a single image, and accepts any noise that gains one."""
+        def bound(d):  # the mean difference plus one standard error
+            return d.mean().item() + (d.std().item() / math.sqrt(len(d)) if len(d) > 1 else 0.0)
+        ref_loss, ref_hit = self.best_images
+        return (bound(m.per_sample.double().cpu() - ref_loss) < 0
+                and -bound(ref_hit - m.per_correct.double().cpu()) >= 0)
 
     def _apply(self, k: int) -> None:
         """The count's hard mask into the model (what is evaluated, and written as the result)."""
@@ -313,6 +329,8 @@ class Learned(RunFolder):
         tensors = {"scores": self.scores.detach()}
         if self.best is not None:
             tensors["best_scores"] = self.best
+        if self.best_images is not None:
+            tensors["best_images"] = self.best_images
         if adam:
             tensors.update(exp_avg=adam["exp_avg"], exp_avg_sq=adam["exp_avg_sq"],
                            adam_step=torch.as_tensor(adam["step"], dtype=torch.float32).reshape(1))
@@ -346,6 +364,8 @@ class Learned(RunFolder):
             self.scores.copy_(tensors["scores"].to(device))
         if "best_scores" in tensors:
             self.best = tensors["best_scores"].to(device)
+        if "best_images" in tensors:
+            self.best_images = tensors["best_images"]
         if "exp_avg" in tensors:
             sd = self.opt.state_dict()
             sd["state"] = {0: {"step": tensors["adam_step"].reshape(()), "exp_avg": tensors["exp_avg"].to(device),
