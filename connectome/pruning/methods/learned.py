@@ -237,11 +237,11 @@ class Learned(RunFolder):
         more than one standard error of the paired difference, and top-1 not lower by more than one. One
         image of 160 is 0.6 points of top-1: a rule on the two means alone refuses any lower loss that
         costs a single image, and accepts any noise that gains one."""
-        def bound(d):  # the mean difference plus one standard error
+        def upper(d):  # the mean difference plus one standard error
             return d.mean().item() + (d.std().item() / math.sqrt(len(d)) if len(d) > 1 else 0.0)
         ref_loss, ref_hit = self.best_images
-        return (bound(m.per_sample.double().cpu() - ref_loss) < 0
-                and -bound(ref_hit - m.per_correct.double().cpu()) >= 0)
+        return (upper(m.per_sample.double().cpu() - ref_loss) < 0  # lower loss, beyond one standard error
+                and upper(m.per_correct.double().cpu() - ref_hit) >= 0)  # top-1 lower by no more than one
 
     def _apply(self, k: int) -> None:
         """The count's hard mask into the model (what is evaluated, and written as the result)."""
