@@ -241,7 +241,8 @@ class Learned(RunFolder):
             return d.mean().item() + (d.std().item() / math.sqrt(len(d)) if len(d) > 1 else 0.0)
         ref_loss, ref_hit = self.best_images
         return (upper(m.per_sample.double().cpu() - ref_loss) < 0  # lower loss, beyond one standard error
-                and upper(m.per_correct.double().cpu() - ref_hit) >= 0)  # top-1 lower by no more than one
+                # top-1 lower by no more than one (one image lost alone is exactly one: not refused by rounding)
+                and upper(m.per_correct.double().cpu() - ref_hit) >= -1e-9)
 
     def _apply(self, k: int) -> None:
         """The count's hard mask into the model (what is evaluated, and written as the result)."""
