@@ -169,6 +169,15 @@ class PruneSettings(RunSettings):
                                  maximum=1000, hashed_when_set=True)
     learn_patience: int = setting(2, "Acceptance checks without improvement that end a count's training.",
                                   minimum=1, maximum=1000, hashed_when_set=True)
+    learn_distill: float = setting(0.0, "Share of the learned mask's objective that is the dense model's own "
+                                        "predictions (KL divergence of the masked model's from the dense one's on "
+                                        "the same views) rather than the labels: 0 trains on labels alone, 1 on the "
+                                        "dense model alone.", minimum=0, maximum=1, hashed_when_set=True)
+    learn_accept: str = setting("pareto", "How --learn-select judges a check against the count's best so far: "
+                                          "pareto (neither acceptance loss nor top-1 worse, one better) or paired "
+                                          "(per image: loss lower by more than one standard error of the paired "
+                                          "difference, top-1 not lower by more than one).",
+                                choices=["pareto", "paired"], hashed_when_set=True)
     learn_augment: bool | None = setting(None, "Train the learned mask on random resized crops and flips of the "
                                                 "decision images (torchvision's RandomResizedCrop defaults), the views "
                                                 "ImageNet classifiers are trained on [default: on for image folders, "

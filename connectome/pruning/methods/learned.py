@@ -76,7 +76,7 @@ class Learned(RunFolder):
 
     name = "learned"
     settings = ("learn_lr", "learn_epochs", "learn_points", "learn_select", "learn_check", "learn_patience",
-                "learn_augment")
+                "learn_distill", "learn_accept", "learn_augment")
 
     def __init__(self, setup: Setup, out: Path, resume: bool = False, runtime: Runtime | None = None,
                  on_step=None, counts: list[int] | None = None, chunk: int = CHUNK):
@@ -108,6 +108,7 @@ class Learned(RunFolder):
         if self.select:
             self.pos.update(best=None, checked=-1, since=0, trail=[])
         self.best: torch.Tensor | None = None
+        self.best_images: torch.Tensor | None = None  # the best's acceptance loss and hit per image (paired)
         self.log: list[dict] = []
         self._open(resume)
 
@@ -175,9 +176,19 @@ class Learned(RunFolder):
         with torch.autocast(device_type=torch.device(self.setup.device).type, dtype=rt.autocast_dtype,
                             enabled=rt.autocast_dtype is not None):
             logits = functional_call(self.module, flat.split(masked), (x,))
-        if world > 1:
-            return F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=self.s.label_smoothing) / n
-        return F.cross_entropy(logits.float(), y, label_smoothing=self.s.label_smoothing)
+        a = self.s.learn_distill
+        if not a:
+            if world > 1:
+                return F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=self.s.label_smoothing) / n
+            return F.cross_entropy(logits.float(), y, label_smoothing=self.s.label_smoothing)
+        logits = logits.float()
+        per = F.cross_entropy(logits, y, reduction="none", label_smoothing=self.s.label_smoothing)
+        # The dense model's predictions on the same views: what the mask must keep, beyond the labels.
+        with torch.no_grad(), torch.autocast(device_type=torch.device(self.setup.device).type,
+                                             dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
+            teacher = functional_call(self.module, flat.split(flat.base), (x,)).float().log_softmax(1)
+        kl = F.kl_div(logits.log_softmax(1), teacher, reduction="none", log_target=True).sum(1)
+        return ((1 - a) * per + a * kl).sum() / n
 
     # --- data: a deterministic stream of batches, from any position ---------------------------------
 
@@ -219,17 +230,33 @@ class Learned(RunFolder):
         is how memorising the decision split shows); otherwise one more check without improvement."""
         pos = self.pos
         self._apply(k)
-        m = self._eval(self.setup.accept, "acceptance check")
+        paired = self.s.learn_accept == "paired"
+        m = self._eval(self.setup.accept, "acceptance check", keep_per_sample=paired)
         pos["trail"].append([pos["batch"], round(m.loss, 5), round(m.top1, 3)])  # logged with the count
         best = pos["best"]
-        if best is None or (m.loss <= best[0] and m.top1 >= best[1] and (m.loss, m.top1) != tuple(best)):
+        if best is None or (self._paired_better(m) if paired else
+                            (m.loss <= best[0] and m.top1 >= best[1] and (m.loss, m.top1) != tuple(best))):
             pos.update(best=[m.loss, m.top1], since=0)
             self.best = self.scores.detach().clone()
+            if paired:
+                self.best_images = torch.stack([m.per_sample.double().cpu(), m.per_correct.double().cpu()])
         else:
             pos["since"] += 1
         pos["checked"] = pos["batch"]
         if is_main():
             self._save()
+
+    def _paired_better(self, m) -> bool:
+        """Better than the count's best on the same acceptance images, image by image: the loss lower by
+        more than one standard error of the paired difference, and top-1 not lower by more than one. One
+        image of 160 is 0.6 points of top-1: a rule on the two means alone refuses any lower loss that
+        costs a single image, and accepts any noise that gains one."""
+        def upper(d):  # the mean difference plus one standard error
+            return d.mean().item() + (d.std().item() / math.sqrt(len(d)) if len(d) > 1 else 0.0)
+        ref_loss, ref_hit = self.best_images
+        return (upper(m.per_sample.double().cpu() - ref_loss) < 0  # lower loss, beyond one standard error
+                # top-1 lower by no more than one (one image lost alone is exactly one: not refused by rounding)
+                and upper(m.per_correct.double().cpu() - ref_hit) >= -1e-9)
 
     def _apply(self, k: int) -> None:
         """The count's hard mask into the model (what is evaluated, and written as the result)."""
@@ -317,6 +344,8 @@ class Learned(RunFolder):
         tensors = {"scores": self.scores.detach()}
         if self.best is not None:
             tensors["best_scores"] = self.best
+        if self.best_images is not None:
+            tensors["best_images"] = self.best_images
         if adam:
             tensors.update(exp_avg=adam["exp_avg"], exp_avg_sq=adam["exp_avg_sq"],
                            adam_step=torch.as_tensor(adam["step"], dtype=torch.float32).reshape(1))
@@ -350,6 +379,8 @@ class Learned(RunFolder):
             self.scores.copy_(tensors["scores"].to(device))
         if "best_scores" in tensors:
             self.best = tensors["best_scores"].to(device)
+        if "best_images" in tensors:
+            self.best_images = tensors["best_images"]
         if "exp_avg" in tensors:
             sd = self.opt.state_dict()
             sd["state"] = {0: {"step": tensors["adam_step"].reshape(()), "exp_avg": tensors["exp_avg"].to(device),
