@@ -194,3 +194,47 @@ def test_training_views_are_a_function_of_the_seed():
     assert torch.equal(before, torch.random.get_rng_state())  # the caller's random stream is untouched
     flat = torch.randn(4, 784)
     assert views(flat, 7) is flat
+
+
+def _judged(ref_loss, ref_hit, loss, hit) -> bool:
+    """The paired rule on made-up acceptance images: a check (loss, hit per image) against the best."""
+    from types import SimpleNamespace
+
+    double = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    best = SimpleNamespace(best_images=torch.stack([double(ref_loss), double(ref_hit)]))
+    return Learned._paired_better(best, SimpleNamespace(per_sample=double(loss), per_correct=double(hit)))
+
+
+def test_paired_acceptance_judges_image_by_image():
+    n = 160
+    ref_loss, ref_hit = [0.7] * n, [1.0] * 140 + [0.0] * 20
+    lower = [0.6] * n  # every image's loss lower by 0.1: far beyond its standard error
+    assert _judged(ref_loss, ref_hit, lower, ref_hit)
+    one_lost = ref_hit.copy()
+    one_lost[0] = 0.0
+    assert _judged(ref_loss, ref_hit, lower, one_lost)  # one image of 160 is within one standard error
+    two_lost = one_lost.copy()
+    two_lost[1] = 0.0
+    assert not _judged(ref_loss, ref_hit, lower, two_lost)
+    noisy = [0.7 + (0.3 if i % 2 else -0.31) for i in range(n)]  # lower on average by far less than its noise
+    assert not _judged(ref_loss, ref_hit, noisy, ref_hit)
+
+
+def test_paired_and_distilled_runs_are_their_own_runs(tmp_path):
+    base = settings()
+    paired, distilled = settings(learn_accept="paired"), settings(learn_distill=0.5)
+    assert len({base.digest(), paired.digest(), distilled.digest()}) == 3
+    assert PruneSettings(**{**base.to_dict(), "learn_accept": "pareto"}).digest() == base.digest()  # the default
+    run = Learned(prepare(paired), tmp_path / "paired", runtime=QUIET)
+    run.run()
+    assert [r["removed"] for r in run.log][-1] == run.setup.target and run.best_images is not None
+
+
+def test_a_distilled_objective_is_zero_where_the_mask_removes_nothing(tmp_path):
+    """KL of the dense model's predictions from themselves: the dense model is its own best student."""
+    setup = prepare(settings(learn_distill=1.0))
+    run = Learned(setup, tmp_path / "run", runtime=QUIET)
+    x = torch.stack([setup.decision[i][0] for i in range(8)])
+    y = torch.tensor([setup.decision[i][1] for i in range(8)])
+    assert abs(run._loss(x, y, 0).item()) < 1e-6
+    assert run._loss(x, y, setup.target).item() > 1e-3
