@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import provenance  # noqa: E402
 
 from connectome.evaluate import evaluate  # noqa: E402
-from connectome.pruning import methods, scores  # noqa: E402
+from connectome.pruning import scores  # noqa: E402
 from connectome.pruning.methods import one_shot as shot  # noqa: E402
+from connectome.pruning.registry import METHODS  # noqa: E402
 from connectome.pruning.settings import PruneSettings  # noqa: E402
 from connectome.pruning.setup import Runtime, prepare  # noqa: E402
 from connectome.sizes import parse_count  # noqa: E402
@@ -131,7 +132,7 @@ def _run_unit(variant: str, k: int, path: Path) -> None:
             shot.cut(flat, ordered, c)
             keep(c, per_image(setup, rt))
     else:
-        run = methods.get(s.method).for_grid(setup, WORK / f"{variant}-fold{k}-run", counts, rt)
+        run = METHODS[s.method].for_grid(setup, WORK / f"{variant}-fold{k}-run", counts, rt)
 
         def on_step(row):
             if row.get("phase") != "dense":  # the model holds the count's mask now

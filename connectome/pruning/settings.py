@@ -70,11 +70,6 @@ def split_compared(name: str) -> tuple[str, str | None]:
     return split_criterion(name, in_compare=True)
 
 
-def has_curve_points(s) -> bool:
-    """`learn_points` decides the run (the counts of its curve)."""
-    return s.decides("learn_points")
-
-
 @dataclass
 class PruneSettings(RunSettings):
     """Every hyperparameter of a pruning run."""

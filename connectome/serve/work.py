@@ -17,7 +17,6 @@ here certainly asks for more.
 """
 
 from connectome.errors import ConnectomeError
-from connectome.pruning.settings import has_curve_points
 from connectome.serve.policy import SOURCE
 
 
@@ -31,11 +30,11 @@ def passes(s, target: int | None, prunable: int | None, evaluated: int | None) -
     """(images through the model, how they add up) at least, for the settings `s`; `target` and
     `prunable` where the model was counted, `evaluated` the evaluation samples where known. The method
     counts its own search; restore cycles are greedy steps after it."""
-    from connectome.pruning.methods import get
+    from connectome.pruning.registry import METHODS
 
     decide, accept = splits(s)
     evals = evaluated or 0
-    total, how = get(s.method).work(s, decide, accept, evals, target, prunable)
+    total, how = METHODS[s.method].work(s, decide, accept, evals, target, prunable)
     if s.restore_cycles:
         total += s.restore_cycles * (decide + accept) + evals * s.restore_cycles / s.eval_every
         how += f" + restore_cycles {s.restore_cycles:,} steps of {decide + accept:,}"
@@ -44,7 +43,7 @@ def passes(s, target: int | None, prunable: int | None, evaluated: int | None) -
 
 def check(s, policy, target: int | None, prunable: int | None, evaluated: int | None) -> None:
     """Raise ConnectomeError naming the field when `s` asks for more than this server gives one job."""
-    if has_curve_points(s) and target is not None and s.learn_points > target:
+    if s.decides("learn_points") and target is not None and s.learn_points > target:
         raise ConnectomeError(f"{SOURCE}: learn_points {s.learn_points:,} exceeds the {target:,} weights the job "
                               f"removes (one point per count at most)")
     largest = max(s.calib_samples, s.eval_samples or evaluated or 0)

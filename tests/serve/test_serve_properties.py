@@ -47,7 +47,7 @@ ACCEPTS = {
     "pace": "bool", "amp": "bool", "compile": "bool", "channels_last": "bool?",
     "learn_lr": "float (0, 1]", "learn_epochs": "float (0, 1000]", "learn_points": "int [1, )",
     "learn_select": "bool", "learn_check": "float (0, 1000]", "learn_patience": "int [1, 1000]",
-    "learn_augment": "bool?",
+    "learn_augment": "bool?", "learn_distill": "float [0, 1]", "learn_accept": ["pareto", "paired"],
 }
 # Set together to one value when one of them is tried at an edge: min_step <= step <= max_step.
 STEPS = ("min_step", "step", "max_step")
@@ -208,7 +208,7 @@ def test_the_edges_of_each_range_and_each_choice_are_accepted():
             else:
                 assert getattr(s, f.name) == value
             tried += 1
-    assert tried == 40 + 3 + 8 + 9  # every end written in ACCEPTS, and every choice
+    assert tried == 42 + 3 + 8 + 9 + 2  # every end written in ACCEPTS, and every choice
 
 
 def test_just_outside_each_range_is_refused_naming_the_field(app):

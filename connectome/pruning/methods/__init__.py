@@ -11,7 +11,3 @@ with the common ones make its runs' digest (connectome.pruning.settings).
 """
 
 from connectome.pruning.methods import greedy, learned, one_shot  # noqa: F401  (each registers itself)
-from connectome.pruning.registry import METHODS
-
-# connectome.serve.work still imports `get`: a lookup that raises on an unknown name, as METHODS[name].
-get = METHODS.__getitem__
