@@ -51,8 +51,9 @@ def architecture(spec: str) -> str:
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ConnectomeError(f"name {name!r}: use arch.tag in lower case, letters, digits and _ "
-                              f"(e.g. lenet_300_100.connectome_50pct_fmnist)")
+        shown = repr(name) if len(str(name)) <= 60 else f"{str(name)[:60]!r}... ({len(name)} characters)"
+        raise ConnectomeError(f"name {shown}: use arch.tag in lower case, letters, digits and _, at most 150 "
+                              f"characters (e.g. lenet_300_100.connectome_50pct_fmnist)")
 
 
 def _check_arch(name: str, model: str) -> None:

@@ -37,7 +37,10 @@ FORMAT = "connectome.registry/1"
 # No '-' in a name: torch.hub's HASH_REGEX takes the first "-<hex>." of a file name as its hash.
 # Matched whole (fullmatch): `$` would also match before a final newline, and a name with one makes a
 # registry entry and a file name that nobody can pull.
-NAME_RE = re.compile(r"[a-z_][a-z0-9_]*\.[a-z0-9_]+")
+# A name becomes file names (NAME-<hash>.safetensors, NAME.mask-<hash>...): 150 characters keep them
+# under the usual 255-byte limit of a file name.
+NAME_RE = re.compile(r"(?=.{3,150}$)[a-z_][a-z0-9_]*\.[a-z0-9_]+")
+MAX_BYTES = 16 << 20  # a registry lists entries, not weights: far more than any real one holds
 ENTRY_KEYS = ("url", "sha256", "size", "base", "mask", "state_sha256", "meta")
 
 
@@ -63,7 +66,7 @@ def read_registry(registry: str | Path | None = None) -> tuple[dict[str, dict], 
     if _is_url(source):
         try:
             with urllib.request.urlopen(source, timeout=30) as r:
-                data = json.loads(r.read())
+                data = _parse(r.read(MAX_BYTES + 1), source)
         except (urllib.error.URLError, OSError) as e:
             raise ConnectomeError(f"cannot read the registry {source} ({_reason(e)})") from None
         except ValueError:
@@ -74,10 +77,8 @@ def read_registry(registry: str | Path | None = None) -> tuple[dict[str, dict], 
             if registry is None:  # no entry published yet: an empty default registry
                 return {}, str(path.parent)
             raise ConnectomeError(f"registry {path} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except ValueError:
-            raise ConnectomeError(f"{path} is not a JSON registry") from None
+        with open(path, "rb") as f:
+            data = _parse(f.read(MAX_BYTES + 1), str(path))
         source = str(path.resolve())
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
@@ -88,6 +89,16 @@ def read_registry(registry: str | Path | None = None) -> tuple[dict[str, dict], 
             isinstance(e["base"], dict) for e in entries.values()):
         raise ConnectomeError(f"{source}: malformed registry (every entry of 'weights' needs {', '.join(ENTRY_KEYS)})")
     return entries, _parent(source)
+
+
+def _parse(raw: bytes, source: str):
+    """A registry's JSON, bounded: no larger than MAX_BYTES, no nesting deep enough to exhaust the parser."""
+    if len(raw) > MAX_BYTES:
+        raise ConnectomeError(f"{source} is over {MAX_BYTES >> 20} MB: not a weights registry")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ConnectomeError(f"{source} is not a JSON registry") from None
 
 
 @contextlib.contextmanager
