@@ -175,6 +175,25 @@ def folder_lock(folder: str | Path, on_wait=None, wait: bool = True):
             raise
 
 
+def read_bounded(path: str | Path, limit: int, what: str, hint: str) -> bytes:
+    """The bytes of the regular file `path`, read no further than `limit`: a FIFO, /dev/zero or a file
+    of gigabytes is refused in one line instead of read for ever. `what` names the file in the
+    messages; `hint` says what it should hold, when it is too large."""
+    from connectome.errors import ConnectomeError
+
+    if not Path(path).is_file():
+        raise ConnectomeError(f"{what} is not a file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ConnectomeError(f"{what} cannot be read ({e.strerror})") from None
+    if len(data) > limit:
+        size = f"{limit // 1024} kB" if limit % 1024 == 0 else f"{limit} bytes"
+        raise ConnectomeError(f"{what} is over {size}: {hint}")
+    return data
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from connectome.errors import ConnectomeError
+from connectome.io import read_bounded
 from connectome.settings import shown
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -72,13 +73,7 @@ def find_recipe(name_or_path: str) -> Path:
 
 def _read(path: Path) -> str:
     """The file's text, read no further than a recipe may be long."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise ConnectomeError(f"{path} cannot be read ({e.strerror})") from None
-    if len(data) > MAX_BYTES:
-        raise ConnectomeError(f"{path} is over {MAX_BYTES // 1024} kB: a recipe is a short list of settings")
+    data = read_bounded(path, MAX_BYTES, str(path), "a recipe is a short list of settings")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 from connectome.errors import ConnectomeError
+from connectome.io import read_bounded
 
 TOKEN_FILE_LIMIT = 4096  # a token file holds one short line: /dev/zero is not read for ever
 
@@ -27,15 +28,7 @@ def check_token(token: str, what: str) -> str:
 
 def read_token_file(path: Path) -> str:
     """The token a file holds (a trailing newline aside)."""
-    if not path.is_file():  # a FIFO or a device would block or never end
-        raise ConnectomeError(f"token file {path} is not a file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(TOKEN_FILE_LIMIT + 1)
-    except OSError as e:
-        raise ConnectomeError(f"token file {path} is unreadable ({e.strerror})") from None
-    if len(data) > TOKEN_FILE_LIMIT:
-        raise ConnectomeError(f"token file {path} is over {TOKEN_FILE_LIMIT} bytes: it must hold the token alone, on one line")
+    data = read_bounded(path, TOKEN_FILE_LIMIT, f"token file {path}", "it must hold the token alone, on one line")
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
