@@ -1,3 +1,4 @@
+import contextlib
 import gzip
 import struct
 from pathlib import Path
@@ -29,6 +30,24 @@ def write_idx(folder: Path, n_train: int = 300, n_test: int = 100, seed: int = 0
 @pytest.fixture
 def idx_folder(tmp_path):
     return write_idx(tmp_path / "mnist")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Torch on `n` threads for the block: tiny matrices on shared cores only wait for each other on
+    more, and sums over other numbers of threads round differently."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from conftest import write_idx
+from conftest import torch_threads, write_idx
 from connectome.cli.lottery import lottery
 from connectome.errors import ConnectomeError
 from connectome.lottery.experiment import Lottery
@@ -21,13 +21,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 LENET_LAYERS = {"2.weight": "fc", "4.weight": "fc", "6.weight": "output"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices on shared cores: more threads only wait for each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(idx_folder, **kw) -> LotterySettings:
@@ -163,10 +157,8 @@ def uninterrupted(tmp_path_factory):
     """One run that nobody kills, for every kill below to be compared with."""
     folder = tmp_path_factory.mktemp("whole")
     data = write_idx(folder / "mnist")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the tests: sums over threads round differently
-    rows = Lottery(tiny(data, **KILL_SETTINGS), folder / "run", progress=False).run()
-    torch.set_num_threads(before)
+    with torch_threads(1):  # as in the tests: sums over threads round differently
+        rows = Lottery(tiny(data, **KILL_SETTINGS), folder / "run", progress=False).run()
     return data, rows, files(folder / "run")
 
 

@@ -2,31 +2,15 @@
 training whose loss stops being finite ends with one line instead of writing NaN models."""
 
 import pytest
-import torch
-from click.testing import CliRunner
+from cli_helpers import cli, one_line
 from safetensors.torch import load_file, save_file
 
-from connectome.cli import main
 from connectome.lottery.experiment import Lottery
 from connectome.lottery.settings import LotterySettings
 
 RECIPE = "lottery-lenet300-mnist"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def one_line(r) -> bool:
-    return r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and isinstance(r.exception, SystemExit)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("flag,value,message", [

@@ -11,24 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import FAST, cli, one_line
 from safetensors.torch import load_file
 
-from connectome.cli import main
-from connectome.io import read_metadata, save_state
+from connectome.io import mark_folder, read_metadata, save_state
 from connectome.models.load import load_model
-
-FAST = ["--calib-samples", "400", "--eval-samples", "200", "--batch-size", "100", "--quiet", "--method", "greedy",
-        "--score", "magnitude"]
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line(r, code: int = 2) -> bool:
-    """Exit `code`, one line of output, and no exception but the exit (no traceback)."""
-    return r.exit_code == code and len(r.output.strip().splitlines()) == 1 and isinstance(r.exception, SystemExit)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +54,16 @@ def publish(run: Path, tmp_path: Path):
     return cli("weights", "publish", run, "--name", "lenet_300_100.probe", "--registry", registry), registry
 
 
+def planted_link(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A marked run folder whose file `name` is a link to a file of the user's, which holds "keep"."""
+    out = tmp_path / "out"
+    mark_folder(out)
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    (out / name).symlink_to(target)
+    return out, target
+
+
 # --- row 2: a link in a run folder is never followed -------------------------------------------------
 
 @pytest.mark.parametrize("dangling", [False, True])
@@ -87,14 +84,9 @@ def test_row2_a_lock_that_is_a_link_is_refused_and_its_target_untouched(copy, tm
 def test_row2_a_lock_that_is_a_link_is_refused_for_any_run(tmp_path, base_file):
     """A new run into a marked folder, and the helper itself (the lock every writer of a folder takes)."""
     from connectome.errors import ConnectomeError
-    from connectome.io import MARKER, folder_lock
+    from connectome.io import folder_lock
 
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / MARKER).write_text("a folder written by connectome\n")
-    target = tmp_path / "precious.txt"
-    target.write_text("keep")
-    (out / ".lock").symlink_to(target)
+    out, target = planted_link(tmp_path, ".lock")
     r = cli("prune", "lenet_300_100", "--remove", "2%", "--out", out, *FAST)
     assert one_line(r) and "is a symbolic link" in r.output and target.read_text() == "keep", r.output
     (out / ".lock").unlink()
@@ -193,14 +185,7 @@ def test_row10_verify_compares_float64_base_weights_exactly(run_dir, base_file, 
 
 def test_row2_a_log_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, base_file):
     """log.jsonl grows by appends: a link planted in its place must not carry them into another file."""
-    from connectome.io import MARKER
-
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / MARKER).write_text("a folder written by connectome\n")
-    target = tmp_path / "precious.txt"
-    target.write_text("keep")
-    (out / "log.jsonl").symlink_to(target)
+    out, target = planted_link(tmp_path, "log.jsonl")
     r = cli("prune", "lenet_300_100", "--remove", "2%", "--out", out, *FAST)
     errors = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert r.exit_code == 2 and "Traceback" not in r.output and len(errors) == 1, r.output

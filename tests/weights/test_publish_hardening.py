@@ -10,22 +10,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_helpers import FAST, cli, one_line
 
 from connectome.cli import main
 from connectome.weights import publish, read_registry
-
-FAST = ["--calib-samples", "400", "--eval-samples", "200", "--batch-size", "100", "--quiet", "--method", "greedy",
-        "--score", "magnitude"]
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line(r, code: int = 2) -> bool:
-    """Exit `code`, one line of output, and no exception but the exit (no traceback)."""
-    return r.exit_code == code and len(r.output.strip().splitlines()) == 1 and isinstance(r.exception, SystemExit)
 
 
 @pytest.fixture(scope="module")
