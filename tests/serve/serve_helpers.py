@@ -9,6 +9,39 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+from conftest import write_idx
+
+# A prune of LeNet-300-100 on the data root's tiny MNIST files: a job of seconds on two cores.
+SMALL = {"model": "lenet_300_100", "remove": "2%", "calib_samples": 500, "eval_samples": 100, "batch_size": 250}
+
+
+def small(data_root: Path, **kw) -> dict:
+    """A small job's fields (what `connectome prune` takes as options too), `kw` changed."""
+    return {**SMALL, "data": f"mnist:{data_root / 'idx'}", **kw}
+
+
+def small_prune(data_root: Path, **kw) -> dict:
+    """A small job as POST /api/jobs takes it, scored by magnitude (the fastest criterion)."""
+    return small(data_root, **{"command": "prune", "criterion": "magnitude", **kw})
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """A --data-root for a module's servers: tiny MNIST files in idx/ (tests may add folders beside)."""
+    root = tmp_path_factory.mktemp("data")
+    write_idx(root / "idx", n_train=3000, n_test=300)
+    return root
+
+
+def server_fixture(*args: str):
+    """A module's `server` fixture: one server on its data root for all its tests, started with `args`."""
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory, data_root):
+        s = Server(tmp_path_factory.mktemp("serve"), "--data-root", str(data_root), *args)
+        yield s
+        s.stop()
+    return server
 
 
 class Server:

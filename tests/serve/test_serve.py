@@ -18,31 +18,13 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from conftest import write_idx  # noqa: E402
-from serve_helpers import Server  # noqa: E402
+from serve_helpers import Server, data_root, server_fixture, small  # noqa: E402, F401 (data_root: a fixture)
 
 from connectome.cli import main  # noqa: E402
 from connectome.pruning.mask import Mask  # noqa: E402
 from connectome.serve.worker import _processes_of  # noqa: E402
 
-SMALL = {"model": "lenet_300_100", "remove": "2%", "calib_samples": 500, "eval_samples": 100, "batch_size": 250}
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_idx(root / "idx", n_train=3000, n_test=300)
-    return root
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, data_root):
-    s = Server(tmp_path_factory.mktemp("serve"), "--data-root", str(data_root))
-    yield s
-    s.stop()
-
-
-def small(data_root, **kw):
-    return {**SMALL, "data": f"mnist:{data_root / 'idx'}", **kw}
+server = server_fixture()
 
 
 def cli_run(out, data_root, spec):

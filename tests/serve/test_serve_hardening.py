@@ -11,31 +11,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from click.testing import CliRunner  # noqa: E402
-from conftest import write_idx  # noqa: E402
-from serve_helpers import Server  # noqa: E402
+from serve_helpers import Server, data_root, server_fixture, small_prune  # noqa: E402, F401 (data_root: a fixture)
 
 from connectome.cli import main  # noqa: E402
 
-SMALL = {"model": "lenet_300_100", "remove": "2%", "calib_samples": 500, "eval_samples": 100, "batch_size": 250,
-         "criterion": "magnitude"}
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_idx(root / "idx", n_train=3000, n_test=300)
-    return root
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, data_root):
-    s = Server(tmp_path_factory.mktemp("serve"), "--data-root", str(data_root), "--max-work", "1e6")
-    yield s
-    s.stop()
-
-
-def small(data_root, **kw):
-    return {"command": "prune", **SMALL, "data": f"mnist:{data_root / 'idx'}", **kw}
+server = server_fixture("--max-work", "1e6")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -53,7 +33,7 @@ def small(data_root, **kw):
 ])
 def test_row2_work_a_job_asks_for_is_bounded(server, data_root, change, message):
     before = server.request("GET", "/api/jobs", token=None).json()["jobs"]
-    r = server.request("POST", "/api/jobs", json=small(data_root, **change))
+    r = server.request("POST", "/api/jobs", json=small_prune(data_root, **change))
     assert r.status_code == 400 and message in r.json()["detail"], r.text
     assert "\n" not in r.json()["detail"]
     if "images through the model" in message:
@@ -62,7 +42,7 @@ def test_row2_work_a_job_asks_for_is_bounded(server, data_root, change, message)
 
 
 def test_row2_and_row9_a_job_within_the_limit_runs_and_publishes_measured_metrics(server, data_root):
-    job = server.wait(server.submit(**small(data_root))["id"])
+    job = server.wait(server.submit(**small_prune(data_root))["id"])
     assert job["state"] == "done", job["error"]
     # row 6: a name that ends in a newline names no file anybody can pull
     for name in ("lenet_300_100.x\n", "lenet_300_100.x\n\n"):

@@ -18,35 +18,15 @@ pytest.importorskip("uvicorn")
 
 import uvicorn  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
-from conftest import write_idx  # noqa: E402
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-from serve_helpers import Server  # noqa: E402
+from serve_helpers import Server, data_root, server_fixture, small_prune  # noqa: E402, F401 (data_root: a fixture)
 
 from connectome.cli import main  # noqa: E402
 from connectome.errors import ConnectomeError  # noqa: E402
 from connectome.serve import jobs  # noqa: E402
 from connectome.serve.jobs import JobStore  # noqa: E402
 
-SMALL = {"model": "lenet_300_100", "remove": "2%", "calib_samples": 500, "eval_samples": 100, "batch_size": 250,
-         "criterion": "magnitude"}
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_idx(root / "idx", n_train=3000, n_test=300)
-    return root
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, data_root):
-    s = Server(tmp_path_factory.mktemp("serve"), "--data-root", str(data_root), "--max-work", "1e5")
-    yield s
-    s.stop()
-
-
-def small(data_root, **kw):
-    return {"command": "prune", **SMALL, "data": f"mnist:{data_root / 'idx'}", **kw}
+server = server_fixture("--max-work", "1e5")
 
 
 def one_line_refusal(r) -> str:
@@ -61,7 +41,7 @@ def test_row12_acceptance_checks_count_against_max_work(server, data_root):
     # 40 epochs of 400 images at batch 1 with a check every batch: each of the 10 counts is checked
     # 1,001 times at least (patience 1000) on 100 images, 1.0e6 in all, over this server's 1e5
     before = server.request("GET", "/api/jobs", token=None).json()["jobs"]
-    r = server.request("POST", "/api/jobs", json=small(data_root, criterion="learned", learn_check=1e-9,
+    r = server.request("POST", "/api/jobs", json=small_prune(data_root, criterion="learned", learn_check=1e-9,
                                                        learn_patience=1000, batch_size=1))
     detail = one_line_refusal(r)
     assert "10,010 acceptance checks of 100" in detail and "over this server's limit of 1e+05" in detail, detail
@@ -82,7 +62,7 @@ def test_row12_the_default_checks_are_counted_and_fit():
 # --- row 15: a publish name too long for a file name ---------------------------------------------------
 
 def test_row15_a_publish_name_too_long_for_a_file_is_a_400(server, data_root):
-    job = server.wait(server.submit(**small(data_root))["id"])
+    job = server.wait(server.submit(**small_prune(data_root))["id"])
     assert job["state"] == "done", job["error"]
     name = "lenet_300_100." + "a" * 286
     r = server.request("POST", f"/api/jobs/{job['id']}/publish", json={"name": name})
@@ -232,7 +212,7 @@ def test_row3_user_code_queued_under_allow_user_code_does_not_run_after_a_restar
         f"    time.sleep(600)\n")
     monkeypatch.setenv("PYTHONPATH", f"{code}:{os.environ.get('PYTHONPATH', '')}")
     root = tmp_path / "srv"
-    user = small(data_root, model="h3_builder:build")
+    user = small_prune(data_root, model="h3_builder:build")
     first = Server(root, "--data-root", str(data_root), "--allow-user-code")
     try:
         running = first.submit(**user)["id"]
@@ -262,7 +242,7 @@ def test_row2_a_job_log_that_is_a_link_fails_the_job_and_leaves_its_target(tmp_p
     try:
         (root / "logs").mkdir(parents=True, exist_ok=True)
         (root / "logs" / "1.log").symlink_to(target)
-        job_id = server.submit(**small(data_root))["id"]
+        job_id = server.submit(**small_prune(data_root))["id"]
         assert job_id == 1
         job = server.wait(job_id)
         assert job["state"] == "failed" and "\n" not in job["error"] and "symbolic link" in job["error"], job
