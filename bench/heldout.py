@@ -58,6 +58,7 @@ VARIANTS = {
     "learned-kd50": dict(method="learned", learn_distill=0.5),
     "learned-paired": dict(method="learned", learn_accept="paired"),
     "learned-kd50-paired": dict(method="learned", learn_distill=0.5, learn_accept="paired"),
+    "learned-restart": dict(method="learned", learn_restart=True),
 }
 
 
@@ -205,6 +206,7 @@ def report() -> None:
                                               "data": "imagenet-sample, fold k scored, the other 800 calibrate"},
         "variants": VARIANTS, "default": "learned", "dense": dense_all, "summary": summary,
         "rows": sorted(rows, key=lambda r: (r["method"], r["fold"], r["removed"]))}, indent=1))
+    print(markdown(summary, dense_all))
     print(f"dense {dense_all['top1']:.2f} / {dense_all['loss']:.3f} on {dense_all['images']} images")
     print("variant        count  folds  top1 (SE)       loss    vs magnitude (paired SE)  vs dense (paired SE)")
     for v, per in summary.items():
@@ -212,6 +214,19 @@ def report() -> None:
             print(f"{v:14s} {count:>5s}  {r['folds']:5d}  {r['top1']:6.2f} ({r['top1_se']:.2f})  {r['loss']:.3f}   "
                   f"{r['vs_magnitude']:+6.2f} ({r['vs_magnitude_se']:.2f})          "
                   f"{r['vs_dense']:+6.2f} ({r['vs_dense_se']:.2f})")
+
+
+def markdown(summary: dict, dense: dict) -> str:
+    """The README's table: per count, top-1 / loss over the folds, and the paired difference against
+    magnitude on the same images with its standard error."""
+    lines = ["| method (folds) | " + " | ".join(COUNTS) + " |", "|---" * (len(COUNTS) + 1) + "|"]
+    for v, per in summary.items():
+        folds = max(r["folds"] for r in per.values())
+        cells = [f"{r['top1']:.2f} / {r['loss']:.3f} ({r['vs_magnitude']:+.2f} ± {r['vs_magnitude_se']:.2f})"
+                 if v != "magnitude" else f"{r['top1']:.2f} / {r['loss']:.3f}" for r in per.values()]
+        lines.append(f"| {v} ({folds}) | " + " | ".join(cells) + " |")
+    lines.append(f"\nDense: {dense['top1']:.2f}% / {dense['loss']:.3f} on {dense['images']:,} images.")
+    return "\n".join(lines)
 
 
 def main():

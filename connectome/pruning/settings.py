@@ -173,6 +173,9 @@ class PruneSettings(RunSettings):
                                           "(per image: loss lower by more than one standard error of the paired "
                                           "difference, top-1 not lower by more than one).",
                                 choices=["pareto", "paired"], hashed_when_set=True)
+    learn_restart: bool = setting(False, "Start each count of the learned schedule from the previous count's scores "
+                                         "or from global magnitude's, whichever mask is better on the acceptance "
+                                         "images at the new count.", hashed_when_set=True)
     learn_augment: bool | None = setting(None, "Train the learned mask on random resized crops and flips of the "
                                                 "decision images (torchvision's RandomResizedCrop defaults), the views "
                                                 "ImageNet classifiers are trained on [default: on for image folders, "

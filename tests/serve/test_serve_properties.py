@@ -48,6 +48,7 @@ ACCEPTS = {
     "learn_lr": "float (0, 1]", "learn_epochs": "float (0, 1000]", "learn_points": "int [1, )",
     "learn_select": "bool", "learn_check": "float (0, 1000]", "learn_patience": "int [1, 1000]",
     "learn_augment": "bool?", "learn_distill": "float [0, 1]", "learn_accept": ["pareto", "paired"],
+    "learn_restart": "bool",
 }
 # Set together to one value when one of them is tried at an edge: min_step <= step <= max_step.
 STEPS = ("min_step", "step", "max_step")

@@ -76,7 +76,7 @@ class Learned(RunFolder):
 
     name = "learned"
     settings = ("learn_lr", "learn_epochs", "learn_points", "learn_select", "learn_check", "learn_patience",
-                "learn_distill", "learn_accept", "learn_augment")
+                "learn_distill", "learn_accept", "learn_restart", "learn_augment")
 
     def __init__(self, setup: Setup, out: Path, resume: bool = False, runtime: Runtime | None = None,
                  on_step=None, counts: list[int] | None = None, chunk: int = CHUNK):
@@ -232,6 +232,8 @@ class Learned(RunFolder):
         self._apply(k)
         paired = self.s.learn_accept == "paired"
         m = self._eval(self.setup.accept, "acceptance check", keep_per_sample=paired)
+        if pos["best"] is None and pos["point"] > 0 and self.s.learn_restart:
+            m = self._restart_if_better(k, m, paired)
         pos["trail"].append([pos["batch"], round(m.loss, 5), round(m.top1, 3)])  # logged with the count
         best = pos["best"]
         if best is None or (self._paired_better(m) if paired else
@@ -245,6 +247,25 @@ class Learned(RunFolder):
         pos["checked"] = pos["batch"]
         if is_main():
             self._save()
+
+    def _restart_if_better(self, k: int, m, paired: bool):
+        """A count's start: the previous count's scores, or global magnitude's (the scores' own start) where
+        its mask at this count is better on the acceptance images (more correct, or as many at a lower
+        loss). Scores trained for a smaller count rank the weights past that count's boundary by whatever
+        Adam did to them there: cut deeper, they can start a count far below magnitude's nested mask."""
+        kept = self.scores.detach().clone()
+        with torch.no_grad():
+            self.scores.copy_(initial_scores(self.flat))
+        self._apply(k)
+        start = self._eval(self.setup.accept, "acceptance check", keep_per_sample=paired)
+        if (start.top1, -start.loss) > (m.top1, -m.loss):
+            self.opt.state.clear()  # the moments belong to the scores abandoned
+            self.pos["trail"].append(["magnitude", round(start.loss, 5), round(start.top1, 3)])
+            return start
+        with torch.no_grad():
+            self.scores.copy_(kept)
+        self._apply(k)
+        return m
 
     def _paired_better(self, m) -> bool:
         """Better than the count's best on the same acceptance images, image by image: the loss lower by

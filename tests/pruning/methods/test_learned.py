@@ -238,3 +238,25 @@ def test_a_distilled_objective_is_zero_where_the_mask_removes_nothing(tmp_path):
     y = torch.tensor([setup.decision[i][1] for i in range(8)])
     assert abs(run._loss(x, y, 0).item()) < 1e-6
     assert run._loss(x, y, setup.target).item() > 1e-3
+
+
+def test_restart_never_starts_a_count_below_magnitude_on_acceptance(tmp_path):
+    """--learn-restart: each count starts from the better of the previous count's scores and |w|, so its
+    kept mask is at least as good on the acceptance images as global magnitude's at that count."""
+    s = settings(learn_restart=True, learn_epochs=3, calib_samples=3000, learn_points=10)
+    setup = prepare(s)
+    run = Learned(setup, tmp_path / "run", runtime=QUIET)
+    run.run()
+    flat, order = setup.flat, torch.argsort(setup.flat.base.abs().masked_fill(~setup.flat.eligible, float("inf")))
+    for row in run.log[2:]:  # the first count starts from |w| anyway
+        flat.mask.fill_(True)
+        flat.mask[order[:row["removed"]]] = False
+        flat.write()
+        magnitude = evaluate(setup.loaded.module, setup.accept, 50)
+        assert (row["accept_top1"], -row["accept_loss"]) >= (magnitude.top1, -magnitude.loss) or \
+            row["accept_top1"] > magnitude.top1
+
+
+def test_restart_is_a_setting_of_its_own():
+    s = settings(learn_restart=True)
+    assert PruneSettings(**{**s.to_dict(), "learn_restart": False}).digest() != s.digest()
