@@ -205,6 +205,9 @@ def report() -> None:
         "provenance": provenance(), "setup": {**BASE, "counts": COUNTS, "folds": FOLDS, "fold_seed": FOLD_SEED,
                                               "data": "imagenet-sample, fold k scored, the other 800 calibrate"},
         "variants": VARIANTS, "default": "learned", "dense": dense_all, "summary": summary,
+        # Each (variant, fold) records the commit and date it ran at; the report's own are above.
+        "measured": {f"{u['variant']} fold {u['fold']}": {k: u["provenance"][k] for k in ("commit", "date", "threads")}
+                     for u in units},
         "rows": sorted(rows, key=lambda r: (r["method"], r["fold"], r["removed"]))}, indent=1))
     print(markdown(summary, dense_all))
     print(f"dense {dense_all['top1']:.2f} / {dense_all['loss']:.3f} on {dense_all['images']} images")
