@@ -45,7 +45,7 @@ def imagenet_sample() -> str:
 
 # Per model: compare settings, and per method the largest count it is evaluated at.
 SETUPS = {
-    # The benchmark that decides the default: calibration on all 1,000 ImageNet classes (800 decision, 200
+    # ImageNet-wide calibration scored on Imagenette val (bench/heldout.py decides the default): calibration on all 1,000 ImageNet classes (800 decision, 200
     # acceptance images), evaluation on Imagenette's 3,925 val images over the 1,000 logits, so no method
     # can gain by specialising to the ten classes scored (top1_present reports the 10-way top-1 beside it).
     "efficientnet_lite0-imagenet-sample": dict(
