@@ -46,8 +46,8 @@ def imagenet_sample() -> str:
 # Per model: compare settings, and per method the largest count it is evaluated at.
 SETUPS = {
     # ImageNet-wide calibration scored on Imagenette val (bench/heldout.py decides the default):
-    # calibration on all 1,000 ImageNet classes (800 decision, 200 acceptance images), evaluation on Imagenette's 3,925 val images over the 1,000 logits, so no method
-    # can gain by specialising to the ten classes scored (top1_present reports the 10-way top-1 beside it).
+    # calibration on all 1,000 ImageNet classes (800 decision, 200 acceptance images), evaluation on
+    # Imagenette's 3,925 val images over the 1,000 logits (top1_present reports the 10-way top-1 beside it).
     "efficientnet_lite0-imagenet-sample": dict(
         settings=dict(model="efficientnet_lite0", data=imagenet_sample, remove="50%",
                       counts=["5%", "10%", "20%", "30%", "50%"], calib_samples=1000, accept_fraction=0.2,
