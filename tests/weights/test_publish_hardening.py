@@ -65,10 +65,12 @@ def _cli_in_child(args: list[str]) -> None:
 
 
 def test_row4_concurrent_cli_publishes_all_land(run_dir, tmp_path):
-    """Six `connectome weights publish` processes at once, each its own interpreter state after the fork."""
+    """Six `connectome weights publish` processes at once, each its own interpreter."""
     registry = tmp_path / "site" / "registry.json"
     names = [f"lenet_300_100.process_{i}" for i in range(6)]
-    context = multiprocessing.get_context("fork")
+    # forkserver: children fork from a clean server process; forked from this one, whose OpenMP threads
+    # have run, a child can hang in its first torch operation (seen under the full suite on two cores)
+    context = multiprocessing.get_context("forkserver")
     procs = [context.Process(target=_cli_in_child, args=(["weights", "publish", str(run_dir), "--name", n,
                                                           "--registry", str(registry)],)) for n in names]
     for p in procs:
