@@ -4,6 +4,7 @@ invariant check (every weight equals its base value or zero)."""
 import contextlib
 import errno
 import json
+import math
 import os
 import stat
 import tempfile
@@ -279,3 +280,15 @@ def check_invariant(state: dict[str, torch.Tensor], base: dict[str, torch.Tensor
             violations += n_bad
             first = first or f"{name}: {n_bad} values changed" + (f" ({a.dtype} here, {b.dtype} in the base)" if across else "")
     return InvariantReport(len(base), values, zeroed, zero_in_base, violations, first)
+
+
+def strict_json(value):
+    """`value` with every non-finite float replaced by None: a loss that overflowed is null in strict
+    JSON, which every reader reads (bare NaN and Infinity are not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value

@@ -2,12 +2,11 @@
 mask, the curve as CSV and PNG, the full step log and a manifest of settings, versions and results."""
 
 import json
-import math
 from dataclasses import asdict
 
 import torch
 
-from connectome.io import save_state, write_text
+from connectome.io import save_state, strict_json, write_text
 
 
 def write_results(run, command: str, extra_manifest: dict | None = None) -> dict:
@@ -48,17 +47,5 @@ def write_results(run, command: str, extra_manifest: dict | None = None) -> dict
                      "timm": timm.__version__, "safetensors": safetensors.__version__, "numpy": numpy.__version__},
         "device": setup.device, **(extra_manifest or {}),
     }
-    write_text(out / "manifest.json", json.dumps(_finite(manifest), indent=2, allow_nan=False))
+    write_text(out / "manifest.json", json.dumps(strict_json(manifest), indent=2, allow_nan=False))
     return manifest
-
-
-def _finite(value):
-    """`value` with every non-finite float as None: a loss that overflowed is null in strict JSON, which
-    every reader reads (bare NaN is not JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -2,13 +2,14 @@
 job ids in paths as decimal integers."""
 
 import json
-import math
 import re
 from pathlib import Path
 
 from fastapi import HTTPException
 from fastapi.responses import Response
 from starlette.convertors import Convertor, register_url_convertor
+
+from connectome.io import strict_json
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}")
 
@@ -27,22 +28,11 @@ class JobId(Convertor):
 register_url_convertor("jobid", JobId())
 
 
-def finite(value):
-    """`value` with every non-finite float replaced by None (JSON has no NaN nor Infinity)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
 def dumps(value) -> str:
     try:
         return json.dumps(value, allow_nan=False)
     except ValueError:  # a NaN loss, an Infinity a damaged row holds
-        return json.dumps(finite(value), allow_nan=False)
+        return json.dumps(strict_json(value), allow_nan=False)
 
 
 def json_response(value, status_code: int = 200) -> Response:
